@@ -1,0 +1,31 @@
+"""Equivariant neural-network building blocks: radius graph, radial basis, convolutions, blocks.
+
+Convolutions share one interface (:class:`Convolution`) and are built by name from
+:data:`CONVOLUTIONS` with :func:`build_convolution`; new families register with
+:func:`register_convolution`.
+"""
+
+from ._block import GatedBlock
+from ._convolution import (
+    CONVOLUTIONS,
+    Convolution,
+    NequIPConvolution,
+    build_convolution,
+    register_convolution,
+)
+from ._irreps import irreps_from_lmax
+from ._radial import RadialEmbedding, polynomial_cutoff
+from ._radius_graph import radius_graph
+
+__all__ = [
+    "radius_graph",
+    "RadialEmbedding",
+    "polynomial_cutoff",
+    "Convolution",
+    "NequIPConvolution",
+    "CONVOLUTIONS",
+    "register_convolution",
+    "build_convolution",
+    "GatedBlock",
+    "irreps_from_lmax",
+]

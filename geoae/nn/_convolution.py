@@ -1,0 +1,224 @@
+"""Equivariant point convolutions behind one interface, chosen by name from a registry."""
+
+import math
+from typing import Callable, Dict, Optional, Type
+
+import torch
+from e3nn import o3
+from e3nn.nn import FullyConnectedNet
+
+from ._radial import RadialEmbedding
+
+__all__ = ["Convolution", "NequIPConvolution", "CONVOLUTIONS", "register_convolution", "build_convolution"]
+
+
+class Convolution(torch.nn.Module):
+    r"""Interface of every point convolution in geoae.
+
+    A convolution sends features from source nodes to target nodes along edges. Sources and
+    targets may be the same point set or two different ones (bipartite, e.g. cluster members
+    to cluster centres): the caller gives the edge vectors, so the convolution never sees
+    positions.
+
+    Subclasses take ``irreps_in`` and ``irreps_out`` (strings or `e3nn.o3.Irreps`) as their
+    first two arguments, expose them as `e3nn.o3.Irreps` attributes, and implement
+    :meth:`forward`. Register them with :func:`register_convolution` to make them buildable by
+    name.
+    """
+
+    irreps_in: o3.Irreps
+    irreps_out: o3.Irreps
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        edge_index: torch.Tensor,
+        edge_vec: torch.Tensor,
+        num_nodes_out: Optional[int] = None,
+    ) -> torch.Tensor:
+        r"""Convolve.
+
+        Parameters
+        ----------
+        x : `torch.Tensor`
+            source features, shape ``(num_src_nodes, irreps_in.dim)``.
+        edge_index : `torch.Tensor`
+            shape ``(2, num_edges)``, long: ``edge_index[0]`` source index into ``x``,
+            ``edge_index[1]`` target index into the output (PyG convention).
+        edge_vec : `torch.Tensor`
+            shape ``(num_edges, 3)``: ``pos_source - pos_target``, the vector from the receiving
+            node to the sending node. May be zero (source on top of target).
+        num_nodes_out : int, optional
+            number of target nodes; ``None``: ``x.shape[0]``.
+
+        Returns
+        -------
+        `torch.Tensor`
+            shape ``(num_nodes_out, irreps_out.dim)``.
+        """
+        raise NotImplementedError
+
+
+CONVOLUTIONS: Dict[str, Type[Convolution]] = {}
+
+
+def register_convolution(name: str) -> Callable[[Type[Convolution]], Type[Convolution]]:
+    """Class decorator adding a :class:`Convolution` subclass to :data:`CONVOLUTIONS`."""
+
+    def decorator(cls: Type[Convolution]) -> Type[Convolution]:
+        if name in CONVOLUTIONS:
+            raise ValueError(f"a convolution named {name!r} is already registered")
+        CONVOLUTIONS[name] = cls
+        return cls
+
+    return decorator
+
+
+def build_convolution(name: str, **kwargs) -> Convolution:
+    """Build the convolution registered as ``name`` with keyword arguments ``kwargs``.
+
+    >>> conv = build_convolution("nequip", irreps_in="4x0e+2x1o", irreps_out="4x0e+2x1o")
+    >>> type(conv).__name__
+    'NequIPConvolution'
+    """
+    if name not in CONVOLUTIONS:
+        raise ValueError(f"unknown convolution {name!r}; valid names: {sorted(CONVOLUTIONS)}")
+    return CONVOLUTIONS[name](**kwargs)
+
+
+@register_convolution("nequip")
+class NequIPConvolution(Convolution):
+    r"""NequIP's interaction: self-linear, ``uvu`` tensor product with radial weights, linear.
+
+    For every edge :math:`j \to i` with :math:`\vec r = pos_j - pos_i`:
+
+    .. math::
+
+        m_{ij} = \mathrm{TP}_{uvu}\big(W_1 x_j,\; Y(\hat r);\; \mathrm{MLP}(B(|\vec r|))\big),
+        \qquad
+        y_i = W_2 \frac{1}{\sqrt{\bar n}} \sum_{j} m_{ij}
+
+    with :math:`Y` the spherical harmonics up to ``lmax`` (``component`` normalization),
+    :math:`B` the :class:`~geoae.nn.RadialEmbedding`, the MLP an `e3nn.nn.FullyConnectedNet`
+    with SiLU, :math:`W_1`, :math:`W_2` `e3nn.o3.Linear` and :math:`\bar n` =
+    ``avg_num_neighbors``. The tensor product has one ``uvu`` path for each input irrep, each
+    spherical harmonic and each product irrep that appears in ``irreps_out`` (as in NequIP's
+    ``InteractionBlock``); output irreps reached by no path are zero.
+
+    A zero-length edge keeps only its ``l = 0`` harmonic (the direction of a zero vector is
+    undefined; e3nn would give a finite value but a ~1e12 gradient), and its radial features
+    are the finite :math:`r \to 0` limit.
+
+    Parameters
+    ----------
+    irreps_in, irreps_out : str or `e3nn.o3.Irreps`
+        input and output features.
+    lmax : int
+        largest order of the edge spherical harmonics.
+    num_basis : int
+        number of radial basis functions.
+    r_max : float
+        cutoff of the radial basis: edges at least this long carry nothing.
+    radial_hidden, radial_layers : int
+        width and number of hidden layers of the radial MLP.
+    avg_num_neighbors : float
+        the summed messages are divided by its square root.
+
+    Examples
+    --------
+    >>> conv = NequIPConvolution("8x0e+4x1o", "8x0e+4x1o+2x2e", lmax=2)
+    >>> x = torch.randn(5, conv.irreps_in.dim)
+    >>> edge_index = torch.tensor([[0, 1, 2, 3], [1, 0, 0, 4]])
+    >>> edge_vec = torch.randn(4, 3)
+    >>> conv(x, edge_index, edge_vec).shape
+    torch.Size([5, 30])
+    >>> conv(x, edge_index, edge_vec, num_nodes_out=7).shape  # bipartite: 7 targets
+    torch.Size([7, 30])
+    """
+
+    def __init__(
+        self,
+        irreps_in,
+        irreps_out,
+        lmax: int = 2,
+        num_basis: int = 8,
+        r_max: float = 2.5,
+        radial_hidden: int = 32,
+        radial_layers: int = 2,
+        avg_num_neighbors: float = 4.0,
+    ) -> None:
+        super().__init__()
+        self.irreps_in = o3.Irreps(irreps_in)
+        self.irreps_out = o3.Irreps(irreps_out)
+        self.irreps_sh = o3.Irreps.spherical_harmonics(lmax)
+        self.avg_num_neighbors = float(avg_num_neighbors)
+
+        self.sh = o3.SphericalHarmonics(self.irreps_sh, normalize=True, normalization="component")
+        # 1 for the l = 0 components of the harmonics, 0 for the others, (irreps_sh.dim,)
+        self.register_buffer(
+            "_sh_scalar_mask",
+            torch.cat([torch.full((ir.dim,), float(ir.l == 0)) for _, ir in self.irreps_sh]),
+            persistent=False,
+        )
+        self.radial = RadialEmbedding(num_basis, r_max)
+        self.linear_in = o3.Linear(self.irreps_in, self.irreps_in)
+
+        irreps_mid = []
+        instructions = []
+        for i_in, (mul, ir_in) in enumerate(self.irreps_in):
+            for i_sh, (_, ir_sh) in enumerate(self.irreps_sh):
+                for ir_mid in ir_in * ir_sh:
+                    if ir_mid in self.irreps_out:
+                        instructions.append((i_in, i_sh, len(irreps_mid), "uvu", True))
+                        irreps_mid.append((mul, ir_mid))
+        if not instructions:
+            raise ValueError(
+                f"no tensor-product path from {self.irreps_in} x {self.irreps_sh} reaches any irrep of "
+                f"{self.irreps_out}"
+            )
+        irreps_mid = o3.Irreps(irreps_mid)
+        # sort the intermediate irreps (so the final Linear sees grouped irreps), remap paths
+        irreps_mid, perm, _ = irreps_mid.sort()
+        instructions = [(i_in, i_sh, perm[i_mid], mode, train) for i_in, i_sh, i_mid, mode, train in instructions]
+        self.irreps_mid = irreps_mid
+        self.tp = o3.TensorProduct(
+            self.irreps_in,
+            self.irreps_sh,
+            irreps_mid,
+            instructions,
+            shared_weights=False,
+            internal_weights=False,
+        )
+        self.radial_mlp = FullyConnectedNet(
+            [num_basis] + radial_layers * [radial_hidden] + [self.tp.weight_numel],
+            torch.nn.functional.silu,
+        )
+        self.linear_out = o3.Linear(irreps_mid.simplify(), self.irreps_out)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        edge_index: torch.Tensor,
+        edge_vec: torch.Tensor,
+        num_nodes_out: Optional[int] = None,
+    ) -> torch.Tensor:
+        """See :meth:`Convolution.forward`: ``(num_src_nodes, irreps_in.dim)`` -> ``(num_nodes_out, irreps_out.dim)``."""
+        if num_nodes_out is None:
+            num_nodes_out = x.shape[0]
+        src, dst = edge_index[0], edge_index[1]  # (E,), (E,)
+
+        edge_length = torch.linalg.vector_norm(edge_vec, dim=-1)  # (E,)
+        is_zero = edge_length == 0
+        # harmonics of a harmless direction where the edge has no direction, then keep only l = 0
+        safe_vec = torch.where(is_zero[:, None], torch.ones_like(edge_vec), edge_vec)
+        edge_sh = self.sh(safe_vec)  # (E, irreps_sh.dim)
+        edge_sh = torch.where(is_zero[:, None], edge_sh * self._sh_scalar_mask, edge_sh)
+
+        weights = self.radial_mlp(self.radial(edge_length))  # (E, tp.weight_numel), invariant
+
+        h = self.linear_in(x)  # (num_src_nodes, irreps_in.dim)
+        messages = self.tp(h[src], edge_sh, weights)  # (E, irreps_mid.dim)
+        out = messages.new_zeros(num_nodes_out, messages.shape[1])
+        out.index_add_(0, dst, messages)  # (num_nodes_out, irreps_mid.dim)
+        out = out / math.sqrt(self.avg_num_neighbors)
+        return self.linear_out(out)  # (num_nodes_out, irreps_out.dim)
