@@ -35,8 +35,9 @@ class RadialEmbedding(torch.nn.Module):
 
     :math:`e_n(r) = \sqrt{2/r_{max}} \, \sin(n \pi r / r_{max}) / r \cdot u(r / r_{max})`:
     e3nn's Bessel basis (``soft_one_hot_linspace(..., basis="bessel")``) times the polynomial
-    envelope :func:`polynomial_cutoff` (NequIP's choice), so the features and their first
-    ``p - 1`` derivatives go to zero at ``r_max``. e3nn's own ``cutoff=True`` only truncates
+    envelope :func:`polynomial_cutoff` (NequIP's choice), so the features go to zero at
+    ``r_max`` together with their first derivatives (the envelope's value and first two
+    derivatives vanish there). e3nn's own ``cutoff=True`` only truncates
     (the derivative jumps at ``r_max``) and sets :math:`r = 0` to 0; here :math:`r = 0` gets
     the finite limit :math:`\sqrt{2/r_{max}}\, n\pi / r_{max}` with a finite gradient, so a
     zero-length edge (a cluster centre on one of its members) still carries a message.

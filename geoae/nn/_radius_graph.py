@@ -7,7 +7,7 @@ import torch
 __all__ = ["radius_graph"]
 
 # Largest number of (target, source) pairs held at once; the memory used is a small
-# multiple of this (difference vectors, distances, masks): ~100 MB in float32.
+# multiple of this (distances and masks): ~40 MB in float32.
 _DEFAULT_MAX_PAIRS = 2**22
 
 
@@ -85,7 +85,7 @@ def radius_graph(
         torch.cumsum(counts, 0, out=ptr[1:])
         # position of each node inside its structure, (num_nodes,)
         local = torch.arange(num_nodes, device=device) - ptr[batch]
-        r2 = float(r_max) ** 2
+        r_max = float(r_max)
 
         pieces = []
         counts_list = counts.tolist()
@@ -102,27 +102,27 @@ def radius_graph(
             valid[b_loc, local[a0:a1]] = True
             for t0 in range(0, nmax, row_block):
                 t1 = min(t0 + row_block, nmax)
-                # pairs (structure, target t, source s): (nb, nt, nmax)
-                diff = padded[:, None, :, :] - padded[:, t0:t1, None, :]
-                d2 = diff.pow(2).sum(-1)
-                mask = (d2 < r2) & valid[:, t0:t1, None] & valid[:, None, :]
+                # distances of pairs (structure, target t, source s): (nb, nt, nmax); computed
+                # directly from differences, not through matrix products (exact near r_max)
+                dist = torch.cdist(padded[:, t0:t1], padded, compute_mode="donot_use_mm_for_euclid_dist")
+                mask = (dist < r_max) & valid[:, t0:t1, None] & valid[:, None, :]
                 if not loop:
                     t = torch.arange(t0, t1, device=device)
                     mask[:, t - t0, t] = False
                 if max_num_neighbors is not None and max_num_neighbors < nmax:
-                    mask &= _nearest(d2, mask, max_num_neighbors)
+                    mask &= _nearest(dist, mask, max_num_neighbors)
                 b, t, s = mask.nonzero(as_tuple=True)  # row-major: sorted by (b, t, s)
                 offset = ptr[s0 + b]
                 pieces.append(torch.stack([offset + s, offset + t + t0]))
     if not pieces:
         return torch.zeros(2, 0, dtype=torch.long, device=device)
-    return torch.cat(pieces, dim=1)
+    return pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=1)
 
 
-def _nearest(d2: torch.Tensor, mask: torch.Tensor, k: int) -> torch.Tensor:
+def _nearest(dist: torch.Tensor, mask: torch.Tensor, k: int) -> torch.Tensor:
     """Mask of the ``k`` nearest allowed sources per target (last dim), ties by index."""
-    d2 = d2.masked_fill(~mask, float("inf"))
-    order = torch.sort(d2, dim=-1, stable=True).indices[..., :k]
+    dist = dist.masked_fill(~mask, float("inf"))
+    order = torch.sort(dist, dim=-1, stable=True).indices[..., :k]
     keep = torch.zeros_like(mask)
     keep.scatter_(-1, order, True)
     return keep

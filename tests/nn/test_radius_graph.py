@@ -6,8 +6,8 @@ from geoae.nn import radius_graph
 
 def brute_force(pos, r_max, batch, loop=False):
     """All pairs of the whole batch with a same-structure mask: (2, E) sorted by (target, source)."""
-    d2 = (pos[None, :, :] - pos[:, None, :]).pow(2).sum(-1)  # [target, source]
-    mask = (d2 < r_max**2) & (batch[None, :] == batch[:, None])
+    dist = torch.cdist(pos, pos, compute_mode="donot_use_mm_for_euclid_dist")  # [target, source]
+    mask = (dist < r_max) & (batch[None, :] == batch[:, None])
     if not loop:
         mask.fill_diagonal_(False)
     target, source = mask.nonzero(as_tuple=True)
