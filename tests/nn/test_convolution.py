@@ -123,3 +123,9 @@ def test_registry():
 def test_unreachable_output_raises():
     with pytest.raises(ValueError, match="no tensor-product path"):
         NequIPConvolution("2x0e", "2x3o", lmax=2)
+
+
+def test_no_edges():
+    conv = make_conv()
+    out = conv(torch.randn(3, conv.irreps_in.dim), torch.zeros(2, 0, dtype=torch.long), torch.zeros(0, 3))
+    assert out.shape == (3, conv.irreps_out.dim) and out.abs().max() == 0
