@@ -56,6 +56,10 @@ def kernel(directions: torch.Tensor, lmax: int) -> torch.Tensor:
     return spherical_harmonics(directions, lmax) * dirac_scale(lmax)
 
 
+def _degrees(lmax: int) -> list[int]:
+    return [l for l in range(lmax + 1) for _ in range(2 * l + 1)]
+
+
 @functools.lru_cache(maxsize=None)
 def _derivative_matrices(lmax: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     r"""``A`` of shape ``(3, M, M)`` with ``d Y(x) / d x_k = Y(x) @ A[k]`` for the solid harmonics.
@@ -70,9 +74,21 @@ def _derivative_matrices(lmax: int, dtype: torch.dtype, device: torch.device) ->
     values = spherical_harmonics(points, lmax)  # [P, M]
     jacobian = torch.func.vmap(torch.func.jacrev(lambda x: spherical_harmonics(x, lmax)))(points)  # [P, M, 3]
     solution = torch.linalg.lstsq(values.expand(3, -1, -1), jacobian.permute(2, 0, 1)).solution  # [3, M, M]
-    degrees = torch.tensor([l for l in range(lmax + 1) for _ in range(2 * l + 1)])  # [M]
+    degrees = torch.tensor(_degrees(lmax))  # [M]
     solution = solution * (degrees[:, None] + 1 == degrees[None, :])  # only degree l-1 -> l
     return solution.to(dtype=dtype, device=device)
+
+
+def cartesian_gradient(harmonics: torch.Tensor, lmax: int) -> torch.Tensor:
+    r"""Cartesian gradient ``(..., 3, M)`` of the solid harmonics from their values ``(..., M)``.
+
+    At a unit vector ``u`` its component along a tangent ``t`` is the derivative of ``Y`` along
+    the sphere; its radial component ``u . grad Y_l`` is ``l Y_l`` (Euler: degree-l homogeneous).
+    """
+    matrices = _derivative_matrices(lmax, harmonics.dtype, harmonics.device)  # [3, M, M]
+    dim = harmonics.shape[-1]
+    flat = harmonics.reshape(-1, dim) @ matrices.permute(1, 0, 2).reshape(dim, 3 * dim)  # [B, 3M]
+    return flat.reshape(harmonics.shape[:-1] + (3, dim))
 
 
 def harmonics_and_gradient(directions: torch.Tensor, lmax: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -82,13 +98,18 @@ def harmonics_and_gradient(directions: torch.Tensor, lmax: int) -> tuple[torch.T
         directions: ``(..., 3)`` unit vectors.
 
     Returns:
-        ``(Y, dY)`` of shapes ``(..., M)`` and ``(..., 3, M)``, ``M = (lmax+1)**2``: ``dY[..., k, :]``
-        is the derivative along the unit tangent ``t`` with ``t = e_k - u u_k`` (the Cartesian
-        gradient projected on the tangent plane).
+        ``(Y, dY)`` of shapes ``(..., M)`` and ``(..., 3, M)``, ``M = (lmax+1)**2``: the Cartesian
+        gradient projected on the tangent plane.
+
+    >>> u = torch.tensor([0.0, 0.0, 1.0])
+    >>> y, dy = harmonics_and_gradient(u, 1)
+    >>> (dy * (4 * math.pi / 3) ** 0.5).round()
+    tensor([[0., 1., 0., 0.],
+            [0., 0., 1., 0.],
+            [0., 0., 0., 0.]])
     """
-    matrices = _derivative_matrices(lmax, directions.dtype, directions.device)  # [3, M, M]
     values = spherical_harmonics(directions, lmax)  # [..., M]
-    cartesian = torch.einsum("...m,kmn->...kn", values, matrices)  # [..., 3, M]
-    radial = torch.einsum("...k,...kn->...n", directions, cartesian)  # [..., M]
-    tangent = cartesian - directions[..., :, None] * radial[..., None, :]  # [..., 3, M]
-    return values, tangent
+    cartesian = cartesian_gradient(values, lmax)  # [..., 3, M]
+    degrees = torch.tensor(_degrees(lmax), dtype=values.dtype, device=values.device)  # [M]
+    radial = degrees * values  # [..., M]
+    return values, cartesian - directions[..., :, None] * radial[..., None, :]

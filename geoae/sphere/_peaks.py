@@ -6,11 +6,14 @@ from typing import NamedTuple
 import torch
 
 from ._grid import SphereGrid, sphere_grid
-from ._harmonics import dirac_scale, harmonics_and_gradient, spherical_harmonics
+from ._harmonics import cartesian_gradient, dirac_scale, spherical_harmonics
 from ._project import _lmax, check_finite, project  # noqa: F401 (project: doctest)
 
 _MAX_TURN = 0.25  # radians: the largest move of a direction in one Gauss-Newton step
-_DAMPING = 1e-6  # Levenberg-Marquardt damping, relative to the diagonal of J^T J
+_DAMPING_START = 1e-3  # Levenberg-Marquardt damping, relative to the diagonal of J^T J
+_DAMPING = 1e-6  # the smallest damping, also that of the final differentiable step
+_CONVERGED = 1e-4  # radians: a signal whose last step moved a peak more gets _MORE_STEPS more
+_MORE_STEPS = 8
 
 
 class Peaks(NamedTuple):
@@ -88,63 +91,117 @@ def _suppress(directions: torch.Tensor, score: torch.Tensor, mask: torch.Tensor,
     return torch.zeros_like(mask).scatter(1, order, keep)
 
 
-def _model_and_jacobian(fit: _Fit, lmax: int):
-    r"""Model coefficients ``(S, 2, M)`` and Jacobian ``(S, 2M, 4K)`` (per peak: 2 tangent moves,
-    channel-0 weight, channel-1 weight), with the tangent basis ``(S, K, 3)`` twice."""
+class _Basis(NamedTuple):
+    functions: torch.Tensor  # [S, K, 3, M]: each peak's Dirac and its derivatives along two tangents
+    gram: torch.Tensor  # [S, K, 3, K, 3]: their inner products
+    first: torch.Tensor  # [S, K, 3]: the two tangents
+    second: torch.Tensor  # [S, K, 3]
+
+
+def _basis(fit: _Fit, lmax: int) -> _Basis:
+    r"""Diracs of the peaks and their tangent derivatives, zero for dead peaks."""
     num, width, _ = fit.directions.shape
-    w = dirac_scale(lmax)
-    harmonics, gradient = harmonics_and_gradient(fit.directions, lmax)  # [S, K, M], [S, K, 3, M]
-    live = fit.mask[..., None].to(harmonics.dtype)  # [S, K, 1]
-    diracs = harmonics * w * live  # [S, K, M]
+    harmonics = spherical_harmonics(fit.directions, lmax)  # [S, K, M]
+    cartesian = cartesian_gradient(harmonics, lmax)  # [S, K, 3, M]
     first, second = _tangent_basis(fit.directions)  # [S, K, 3] each
-    turn = torch.stack([torch.einsum("skc,skcm->skm", e, gradient) for e in (first, second)], dim=2)  # [S, K, 2, M]
-    turn = turn * w * live[..., None]
-    model = torch.einsum("skc,skm->scm", fit.weights, diracs)  # [S, 2, M]
-    zero = torch.zeros_like(diracs)
-    columns = torch.stack(
+    functions = torch.stack(
+        [harmonics, (first[..., None] * cartesian).sum(dim=2), (second[..., None] * cartesian).sum(dim=2)],
+        dim=2,
+    )  # [S, K, 3, M]
+    functions = functions * (dirac_scale(lmax) * fit.mask[..., None, None])
+    flat = functions.flatten(1, 2)  # [S, 3K, M]
+    gram = (flat @ flat.transpose(1, 2)).reshape(num, width, 3, width, 3)
+    return _Basis(functions, gram, first, second)
+
+
+def _model(fit: _Fit, basis: _Basis) -> torch.Tensor:
+    r"""Coefficients ``(S, 2, M)`` of the fitted sum of Diracs."""
+    return torch.einsum("skc,skm->scm", fit.weights, basis.functions[:, :, 0])
+
+
+def _solve(fit: _Fit, basis: _Basis, coefficients: torch.Tensor, damping: torch.Tensor) -> torch.Tensor:
+    r"""Levenberg-Marquardt step ``(S, K, 4)`` towards ``coefficients`` ``(S, 2, M)``.
+
+    ``damping`` ``(S,)`` is relative to the diagonal of ``J^T J``; a signal whose damped matrix
+    is not numerically positive definite gets a zero step.
+
+    Per peak the parameters are two tangent moves and the Dirac weights in channels 0 and 1.
+    ``J^T J`` and ``J^T r`` are assembled from the Gram matrix of the basis and the projections of
+    the coefficients on it: no ``(2M, 4K)`` Jacobian is built.
+    """
+    num, width = fit.mask.shape
+    gram, weights = basis.gram, fit.weights  # [S, K, 3, K, 3], [S, K, 2]
+    projection = (basis.functions.flatten(1, 2) @ coefficients.transpose(1, 2)).reshape(num, width, 3, 2)
+    residual = projection - torch.einsum("skil,slc->skic", gram[..., 0], weights)  # [S, K, 3, 2]
+    # J^T J blocks between peaks k and l; parameters: moves t1, t2, weights a (channel 0), b (channel 1)
+    moves = (weights @ weights.transpose(1, 2))[:, :, None, :, None] * gram[:, :, 1:, :, 1:]  # [S, K, 2, K, 2]
+    move_a = weights[:, :, None, None, 0:1] * gram[:, :, 1:, :, :1]  # [S, K, 2, K, 1]
+    move_b = weights[:, :, None, None, 1:2] * gram[:, :, 1:, :, :1]  # [S, K, 2, K, 1]
+    dirac = gram[:, :, :1, :, :1]  # [S, K, 1, K, 1]
+    zero = torch.zeros_like(dirac)
+    normal = torch.cat(
         [
-            fit.weights[:, :, :, None, None] * turn[:, :, None],  # [S, K, 2 (channel), 2 (move), M]
-            torch.stack([torch.stack([diracs, zero], dim=2), torch.stack([zero, diracs], dim=2)], dim=3),
+            torch.cat([moves, move_a, move_b], dim=4),
+            torch.cat([move_a.transpose(1, 3).transpose(2, 4), dirac, zero], dim=4),
+            torch.cat([move_b.transpose(1, 3).transpose(2, 4), zero, dirac], dim=4),
         ],
-        dim=3,
-    )  # [S, K, 2 (channel), 2, 2, M]
-    jacobian = columns.reshape(num, width, 2, 4, -1).permute(0, 2, 4, 1, 3).reshape(num, -1, width * 4)
-    return model, jacobian, first, second
-
-
-def _solve(jacobian: torch.Tensor, residual: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    r"""Damped Gauss-Newton step ``(S, K, 4)`` from ``(S, 2M, 4K)`` and ``(S, 2M)``."""
-    normal = jacobian.transpose(1, 2) @ jacobian  # [S, 4K, 4K]
-    dead = (~mask).repeat_interleave(4, dim=1).to(normal.dtype)  # [S, 4K]
+        dim=2,
+    ).reshape(num, 4 * width, 4 * width)
+    right = torch.cat(
+        [torch.einsum("skic,skc->ski", residual[:, :, 1:], weights), residual[:, :, 0]], dim=2
+    ).reshape(num, 4 * width)
+    dead = (~fit.mask).repeat_interleave(4, dim=1).to(normal.dtype)  # [S, 4K]
     diagonal = normal.diagonal(dim1=1, dim2=2)  # [S, 4K]
     tiny = torch.finfo(normal.dtype).tiny ** 0.5
-    normal = normal + torch.diag_embed(_DAMPING * diagonal + dead + tiny)
-    step = torch.linalg.solve(normal, (jacobian.transpose(1, 2) @ residual[..., None]).squeeze(-1))  # [S, 4K]
-    return step.reshape(mask.shape + (4,))
+    normal = normal + torch.diag_embed(damping[:, None] * diagonal + dead + tiny)
+    factor, info = torch.linalg.cholesky_ex(normal)  # [S, 4K, 4K], [S]
+    step = torch.cholesky_solve(right[..., None], factor).reshape(num, width, 4)
+    return torch.where((info == 0)[:, None, None], step, 0)
 
 
-def _apply(fit: _Fit, step: torch.Tensor, first: torch.Tensor, second: torch.Tensor) -> _Fit:
+def _apply(fit: _Fit, step: torch.Tensor, basis: _Basis) -> _Fit:
     move = step[..., :2]  # [S, K, 2]
     move = move * (_MAX_TURN / move.norm(dim=-1, keepdim=True).clamp(min=_MAX_TURN))
-    directions = fit.directions + move[..., :1] * first + move[..., 1:] * second  # [S, K, 3]
+    directions = fit.directions + move[..., :1] * basis.first + move[..., 1:] * basis.second  # [S, K, 3]
     return _Fit(torch.nn.functional.normalize(directions, dim=-1), fit.weights + step[..., 2:], fit.mask)
 
 
-def _refine(fit: _Fit, coefficients: torch.Tensor, lmax: int, steps: int) -> _Fit:
-    r"""``steps`` Gauss-Newton steps of the fit to ``coefficients`` ``(S, 2, M)``."""
+def _cost(fit: _Fit, basis: _Basis, coefficients: torch.Tensor) -> torch.Tensor:
+    return (coefficients - _model(fit, basis)).square().sum(dim=(1, 2))  # [S]
+
+
+def _choose(better: torch.Tensor, new, old):
+    r"""Per signal (``better``: ``(S,)``), fields of ``new`` where true, of ``old`` elsewhere."""
+    return type(new)(*(torch.where(better.view((-1,) + (1,) * (a.dim() - 1)), a, b) for a, b in zip(new, old)))
+
+
+def _refine(fit: _Fit, coefficients: torch.Tensor, lmax: int, steps: int) -> tuple[_Fit, torch.Tensor]:
+    r"""Least-squares weights for the current directions, then ``steps`` Levenberg-Marquardt steps.
+
+    A step that does not lower the squared residual is undone and the damping raised tenfold;
+    one that does lowers it tenfold. Returns the fit and each signal's largest proposed move of
+    a direction in the last step, ``(S,)``.
+    """
+    basis = _basis(fit, lmax)
+    fit = fit._replace(weights=_linear_weights(fit, basis, coefficients))
+    cost = _cost(fit, basis, coefficients)  # [S]
+    damping = torch.full_like(cost, _DAMPING_START)  # [S]
     for _ in range(steps):
-        model, jacobian, first, second = _model_and_jacobian(fit, lmax)
-        residual = (coefficients - model).flatten(1)  # [S, 2M]
-        fit = _apply(fit, _solve(jacobian, residual, fit.mask), first, second)
-    return fit
+        move = _solve(fit, basis, coefficients, damping)  # [S, K, 4]
+        trial = _apply(fit, move, basis)
+        trial_basis = _basis(trial, lmax)
+        trial_cost = _cost(trial, trial_basis, coefficients)
+        better = trial_cost <= cost  # [S]
+        fit, basis = _choose(better, trial, fit), _choose(better, trial_basis, basis)
+        cost = torch.where(better, trial_cost, cost)
+        damping = torch.where(better, damping / 10, damping * 10).clamp(_DAMPING, 1e6)
+    return fit, move[..., :2].norm(dim=-1).amax(dim=1)
 
 
-def _linear_weights(directions: torch.Tensor, mask: torch.Tensor, coefficients: torch.Tensor, lmax: int):
-    r"""Least-squares Dirac weights ``(S, K, 2)`` for fixed directions ``(S, K, 3)``."""
-    w = dirac_scale(lmax)
-    diracs = spherical_harmonics(directions, lmax) * w * mask[..., None]  # [S, K, M]
-    gram = diracs @ diracs.transpose(1, 2) + torch.diag_embed((~mask).to(diracs.dtype))  # [S, K, K]
-    return torch.linalg.solve(gram, diracs @ coefficients.transpose(1, 2))  # [S, K, 2]
+def _linear_weights(fit: _Fit, basis: _Basis, coefficients: torch.Tensor) -> torch.Tensor:
+    r"""Least-squares Dirac weights ``(S, K, 2)`` for the fit's directions."""
+    gram = basis.gram[:, :, 0, :, 0] + torch.diag_embed((~fit.mask).to(basis.gram.dtype))  # [S, K, K]
+    return torch.linalg.solve(gram, basis.functions[:, :, 0] @ coefficients.transpose(1, 2))  # [S, K, 2]
 
 
 def _compact(fit: _Fit) -> _Fit:
@@ -159,18 +216,28 @@ def _compact(fit: _Fit) -> _Fit:
     )
 
 
-def _refine_rows(fit: _Fit, rows: torch.Tensor, coefficients: torch.Tensor, lmax: int, steps: int) -> _Fit:
-    r"""Refine only the signals ``rows`` of ``fit`` (with a fresh linear fit of their weights)."""
-    if len(rows) == 0:
-        return fit
-    part = _compact(_Fit(fit.directions[rows], fit.weights[rows], fit.mask[rows]))
-    part = part._replace(weights=_linear_weights(part.directions, part.mask, coefficients[rows], lmax))
-    part = _refine(part, coefficients[rows], lmax, steps)
+def _rows(fit: _Fit, rows: torch.Tensor) -> _Fit:
+    return _compact(_Fit(fit.directions[rows], fit.weights[rows], fit.mask[rows]))
+
+
+def _put(fit: _Fit, rows: torch.Tensor, part: _Fit) -> _Fit:
+    r"""``fit`` with the signals ``rows`` replaced by ``part`` (not wider than ``fit``)."""
     width = part.mask.shape[1]
     directions, weights, mask = fit.directions.clone(), fit.weights.clone(), fit.mask.clone()
     directions[rows, :width], weights[rows, :width], mask[rows] = part.directions, part.weights, False
     mask[rows, :width] = part.mask
     return _Fit(directions, weights, mask)
+
+
+def _refine_rows(fit: _Fit, rows: torch.Tensor, coefficients: torch.Tensor, lmax: int, steps: int) -> _Fit:
+    r"""Refine only the signals ``rows`` of ``fit``: ``steps`` steps, then more for the slow ones."""
+    if len(rows) == 0:
+        return fit
+    part, moved = _refine(_rows(fit, rows), coefficients[rows], lmax, steps)
+    slow = (moved > _CONVERGED).nonzero().squeeze(1)
+    if len(slow):
+        part = _put(part, slow, _refine(_rows(part, slow), coefficients[rows][slow], lmax, _MORE_STEPS)[0])
+    return _put(fit, rows, part)
 
 
 def _find_chunk(signals: torch.Tensor, grid: SphereGrid, threshold: float, relative: float, steps: int):
@@ -184,13 +251,14 @@ def _find_chunk(signals: torch.Tensor, grid: SphereGrid, threshold: float, relat
     directions, heights, mask = _pad(*_local_maxima(values, grid, cut), len(values))
     mask = _suppress(directions, heights, mask, cos_merge)
     live = mask.any(dim=1).nonzero().squeeze(1)  # [S'] signals with peaks
+    if len(live) == 0:
+        return signals.new_zeros(0, 3), live, signals.new_zeros(0)
     coefficients, cut = coefficients[live], cut[live]
     fit = _compact(_Fit(directions[live], heights[live, :, None].expand(-1, -1, 2), mask[live]))
     fit = _refine_rows(fit, torch.arange(len(live), device=live.device), coefficients, lmax, steps)
 
     # Peaks hidden by a neighbour's tail stand out in what the fit leaves unexplained.
-    model, *_ = _model_and_jacobian(fit, lmax)
-    residual = (coefficients - model)[:, 0] @ grid.harmonics.T  # [S', G]
+    residual = (coefficients - _model(fit, _basis(fit, lmax)))[:, 0] @ grid.harmonics.T  # [S', G]
     extra, extra_heights, extra_mask = _pad(*_local_maxima(residual, grid, cut / 2), len(live))
     near = (extra @ fit.directions.transpose(1, 2) > cos_merge) & fit.mask[:, None, :]  # [S', K', K]
     extra_mask &= ~near.any(dim=2)
@@ -210,9 +278,9 @@ def _find_chunk(signals: torch.Tensor, grid: SphereGrid, threshold: float, relat
     fit = _compact(_refine_rows(fit._replace(mask=mask), changed, coefficients, lmax, steps))
 
     # One more step, differentiable: its derivative is the implicit derivative of the fit.
-    model, jacobian, first, second = _model_and_jacobian(fit, lmax)
-    residual = (signals[live] - model).flatten(1)  # [S', 2M], carries the signals' gradient
-    fit = _apply(fit, _solve(jacobian, residual, fit.mask), first, second)
+    basis = _basis(fit, lmax)
+    damping = torch.full_like(fit.weights[:, 0, 0], _DAMPING)
+    fit = _apply(fit, _solve(fit, basis, signals[live], damping), basis)  # signals[live] carries the gradient
 
     order = torch.where(fit.mask, fit.weights[..., 0], -math.inf).argsort(dim=1, descending=True, stable=True)
     take = fit.mask.gather(1, order)  # [S', K]
