@@ -26,6 +26,9 @@ class StructureDataModule(L.LightningDataModule):
     Args:
         train, val, test: lists of structures (``Data(pos, z, ...)``); ``test`` defaults to ``val``.
         species: the atomic numbers the model knows, in the order of its species channels.
+        max_atoms: largest structure allowed (the model's depth follows from it).
+        showcase: a few structures to draw beside their reconstructions (default: the
+            first 8 test structures).
         batch_size: structures per batch.
         num_workers: data loader workers.
     """
@@ -35,14 +38,17 @@ class StructureDataModule(L.LightningDataModule):
         train: Sequence[Data],
         val: Sequence[Data],
         species: Sequence[int],
+        max_atoms: int,
         test: Sequence[Data] | None = None,
+        showcase: Sequence[Data] | None = None,
         batch_size: int = 32,
         num_workers: int = 0,
     ):
         super().__init__()
-        self.species = [int(s) for s in species]
+        self.species, self.max_atoms = [int(s) for s in species], max_atoms
         self.train_set, self.val_set = list(train), list(val)
         self.test_set = list(test) if test is not None else self.val_set
+        self.showcase = list(showcase) if showcase is not None else self.test_set[:8]
         self.batch_size, self.num_workers = batch_size, num_workers
         known = torch.tensor(self.species)
         for data in self.train_set + self.val_set + self.test_set:
@@ -52,6 +58,8 @@ class StructureDataModule(L.LightningDataModule):
                     f"{data.source}: atomic numbers {sorted(set(data.z[unknown].tolist()))} "
                     f"are not among the configured species {self.species}"
                 )
+            if data.num_nodes > max_atoms:
+                raise StructureError(f"{data.source}: {data.num_nodes} atoms, more than max_atoms={max_atoms}")
 
     def _loader(self, dataset: list[Data], shuffle: bool) -> DataLoader:
         return DataLoader(dataset, batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers)
@@ -70,24 +78,28 @@ class TetrisDataModule(StructureDataModule):
     """The 8 tetris shapes (:func:`geoae.data.tetris`).
 
     Trains on ``rotations`` random rotations of each shape (0: the fixed orientation),
-    optionally with mirror images; validates on ``val_rotations`` other random rotations of
+    optionally with mirror images, each listed ``repeat`` times per epoch; validates on ``val_rotations`` other random rotations of
     every shape and of its mirror image, so validation measures what equivariance promises.
     """
 
     def __init__(
         self,
         species: Sequence[int],
+        max_atoms: int = 4,
         rotations: int = 0,
         mirror: bool = False,
         val_rotations: int = 4,
+        repeat: int = 1,
         seed: int = 0,
         batch_size: int = 8,
         num_workers: int = 0,
     ):
         super().__init__(
-            train=tetris(rotations=rotations, mirror=mirror, seed=seed),
+            train=tetris(rotations=rotations, mirror=mirror, seed=seed) * repeat,
             val=tetris(rotations=val_rotations, mirror=True, seed=seed + 1),
             species=species,
+            max_atoms=max_atoms,
+            showcase=tetris(),
             batch_size=batch_size,
             num_workers=num_workers,
         )
@@ -105,6 +117,7 @@ class FileDataModule(StructureDataModule):
         self,
         path: str | os.PathLike,
         species: Sequence[int],
+        max_atoms: int,
         val_fraction: float = 0.1,
         test_fraction: float = 0.1,
         seed: int = 0,
@@ -120,6 +133,7 @@ class FileDataModule(StructureDataModule):
             val=pick(order[:num_val]),
             test=pick(order[num_val : num_val + num_test]),
             species=species,
+            max_atoms=max_atoms,
             batch_size=batch_size,
             num_workers=num_workers,
         )

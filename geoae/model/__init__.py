@@ -1,0 +1,25 @@
+"""The geometric autoencoder and its pieces: hierarchy, encoder, bloom head, decoder."""
+
+from ._autoencoder import Autoencoder
+from ._bloom import BloomHead, QuadraticLinear
+from ._checkpoint import CHECKPOINT_KEY, load
+from ._decoder import BloomPrediction, Decoded, Decoder, merge_duplicates
+from ._encoder import Combine, Encoder
+from ._hierarchy import Hierarchy, build_hierarchy, num_levels_for
+
+__all__ = [
+    "Autoencoder",
+    "BloomHead",
+    "BloomPrediction",
+    "CHECKPOINT_KEY",
+    "Combine",
+    "Decoded",
+    "Decoder",
+    "Encoder",
+    "Hierarchy",
+    "QuadraticLinear",
+    "build_hierarchy",
+    "load",
+    "merge_duplicates",
+    "num_levels_for",
+]

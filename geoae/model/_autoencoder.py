@@ -1,0 +1,214 @@
+"""The geometric autoencoder: structures to one point of O(3) irreps and back."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import ase
+import torch
+from e3nn import o3
+from torch_geometric.data import Batch, Data
+from torch_geometric.utils import scatter
+
+from geoae.data import from_atoms
+from geoae.nn import irreps_from_lmax
+from geoae.sphere import project
+
+from ._decoder import Decoded, Decoder
+from ._encoder import Encoder
+from ._hierarchy import Hierarchy, build_hierarchy, num_levels_for
+
+__all__ = ["Autoencoder"]
+
+Structures = ase.Atoms | Sequence[ase.Atoms] | Sequence[Data] | Data
+
+
+class Autoencoder(torch.nn.Module):
+    """E(3)-equivariant geometric autoencoder.
+
+    :meth:`encode` pools each structure recursively to one point (:class:`Encoder`); that
+    point's features, irreps :attr:`latent_irreps`, are the latent. :meth:`decode` unpools
+    the latent recursively back into atoms (:class:`Decoder`). Rotating or mirroring the
+    input rotates the latent by its Wigner-D matrices and the output by the same operation;
+    translations and permutations of the input change nothing.
+
+    Decoded structures are centred on the centroid (mean position) of their atoms, which is
+    where the input's centroid was mapped: ``decode(encode(x))`` reproduces
+    ``x - x.mean(0)``; :meth:`reconstruct` adds the input's centroid back.
+
+    Args:
+        species: atomic numbers the model knows (its species channels, in order).
+        max_atoms: largest structure; with ``pool_ratio`` it fixes the number of levels.
+        lmax, mul, parity: hidden features ``irreps_from_lmax(mul, lmax, parity)`` (every
+            ``l <= lmax``; ``"sh"``: parity ``(-1)**l`` only, ``"both"``: both parities) and
+            the degree of the convolutions' spherical harmonics.
+        latent_lmax, latent_mul: latent irreps ``irreps_from_lmax(latent_mul, latent_lmax)``,
+            every ``l <= latent_lmax`` with both parities, so mirror images differ even in
+            their invariants (pseudoscalars change sign).
+        signal_lmax: degree of the children's spherical signals (at most ``2 * lmax``).
+        r_max: cutoff of the convolutions' neighbour graphs (length units of the data).
+        pool_ratio: each pooling level keeps ``ceil(pool_ratio * n)`` clusters.
+        convs_per_level: convolutions before each pooling and each unpooling.
+        min_radius: a child closer than this to its parent is the parent's centre child.
+        merge_radius: decoded children closer than this are merged.
+        conv, num_basis, radial_hidden: the convolution family and its radial network.
+    """
+
+    def __init__(
+        self,
+        species: Sequence[int],
+        max_atoms: int,
+        lmax: int = 4,
+        mul: int = 8,
+        parity: str = "sh",
+        latent_lmax: int = 4,
+        latent_mul: int = 8,
+        signal_lmax: int = 4,
+        r_max: float = 3.5,
+        pool_ratio: float = 0.5,
+        convs_per_level: int = 1,
+        min_radius: float = 0.1,
+        merge_radius: float = 0.3,
+        conv: str = "nequip",
+        num_basis: int = 8,
+        radial_hidden: int = 32,
+    ):
+        super().__init__()
+        if signal_lmax > 2 * lmax:
+            raise ValueError(f"signal_lmax={signal_lmax} exceeds 2 * lmax = {2 * lmax}: the bloom head cannot reach it")
+        self.config = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
+        self.config["species"] = [int(s) for s in species]
+        self.species = list(self.config["species"])
+        self.max_atoms, self.pool_ratio = max_atoms, pool_ratio
+        self.num_levels = num_levels_for(max_atoms, pool_ratio)
+        self.min_radius = min_radius
+        self.signal_lmax = signal_lmax
+        self.irreps_hidden = irreps_from_lmax(mul, lmax, parity)
+        self.latent_irreps = irreps_from_lmax(latent_mul, latent_lmax)
+        conv_kwargs = dict(conv=conv, lmax=lmax, num_basis=num_basis, radial_hidden=radial_hidden)
+        common = dict(
+            num_species=len(self.species),
+            irreps_hidden=self.irreps_hidden,
+            irreps_latent=self.latent_irreps,
+            num_levels=self.num_levels,
+            convs_per_level=convs_per_level,
+            r_max=r_max,
+        )
+        self.encoder = Encoder(**common, **conv_kwargs)
+        self.decoder = Decoder(
+            **common, signal_lmax=signal_lmax, min_radius=min_radius, merge_radius=merge_radius, **conv_kwargs
+        )
+        lookup = torch.full((max(self.species) + 1,), -1, dtype=torch.long)
+        lookup[torch.tensor(self.species)] = torch.arange(len(self.species))
+        self.register_buffer("_species_index", lookup, persistent=False)
+
+    # ------------------------------------------------------------------ inputs
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.decoder.unreadout.weight.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.decoder.unreadout.weight.device
+
+    def as_batch(self, structures: Structures) -> Batch:
+        """Checked batch of ``structures`` (``ase.Atoms``, a list of them or of ``Data``, or a ``Batch``)
+        in the model's dtype and device; a structure the model cannot take raises ``ValueError``
+        naming it and saying why."""
+        if isinstance(structures, ase.Atoms):
+            structures = [structures]
+        if isinstance(structures, Data):
+            data_list = structures.to_data_list() if isinstance(structures, Batch) else [structures]
+        else:
+            data_list = [
+                s if isinstance(s, Data) else from_atoms(s, source=f"structure {i}") for i, s in enumerate(structures)
+            ]
+        if not data_list:
+            raise ValueError("no structure to encode")
+        for i, data in enumerate(data_list):
+            name = getattr(data, "source", None) or f"structure {i}"
+            unknown = sorted(set(data.z.tolist()) - set(self.species))
+            if unknown:
+                raise ValueError(f"{name}: atomic numbers {unknown} are not among the model's species {self.species}")
+            if data.num_nodes > self.max_atoms:
+                raise ValueError(f"{name}: {data.num_nodes} atoms, more than the model's max_atoms={self.max_atoms}")
+        batch = Batch.from_data_list(data_list).to(self.device)
+        batch.pos = batch.pos.to(self.dtype)
+        return batch
+
+    def hierarchy(self, batch: Batch) -> Hierarchy:
+        """The pooling hierarchy of a batch (no gradient), each structure first moved to its
+        centroid (in float64, so a translation changes nothing even in float32)."""
+        with torch.no_grad():
+            pos = batch.pos.double()
+            pos = (pos - scatter(pos, batch.batch, dim=0, reduce="mean")[batch.batch]).to(batch.pos.dtype)
+            return build_hierarchy(pos, batch.batch, self.num_levels, self.pool_ratio)
+
+    # ------------------------------------------------------------------ API
+    def encode(self, structures: Structures) -> torch.Tensor:
+        """Latents ``(B, latent_irreps.dim)`` of ``structures`` (list of ``ase.Atoms`` or a batch)."""
+        batch = self.as_batch(structures)
+        return self.encoder(self._species_index[batch.z], self.hierarchy(batch))
+
+    def decode_tensors(self, latent: torch.Tensor) -> Decoded:
+        """Free-running decoding to tensors (positions, species indices, batch)."""
+        if not isinstance(latent, torch.Tensor) or latent.dim() != 2 or latent.shape[1] != self.latent_irreps.dim:
+            shape = tuple(latent.shape) if isinstance(latent, torch.Tensor) else type(latent).__name__
+            raise ValueError(f"latent must have shape (B, {self.latent_irreps.dim}) ({self.latent_irreps}), got {shape}")
+        if not latent.is_floating_point():
+            raise ValueError(f"latent must be a floating-point tensor, got dtype {latent.dtype}")
+        if not torch.isfinite(latent).all():
+            raise ValueError("latent holds NaN or infinite values")
+        return self.decoder(latent.to(device=self.device, dtype=self.dtype))
+
+    def decode(self, latent: torch.Tensor) -> list[ase.Atoms]:
+        """Structures decoded from ``latent (B, latent_irreps.dim)``, centred on their centroid."""
+        with torch.no_grad():
+            out = self.decode_tensors(latent)
+        pos, z = out.pos.double().cpu().numpy(), torch.tensor(self.species)[out.species.cpu()].numpy()
+        batch = out.batch.cpu().numpy()
+        return [ase.Atoms(numbers=z[batch == b], positions=pos[batch == b]) for b in range(out.num_structures)]
+
+    def reconstruct(self, structures: Structures) -> list[ase.Atoms]:
+        """``decode(encode(structures))``, each moved back to its input's centroid."""
+        batch = self.as_batch(structures)
+        with torch.no_grad():
+            decoded = self.decode(self.encode(batch))
+        centroids = scatter(batch.pos, batch.batch, dim=0, reduce="mean").double().cpu().numpy()
+        for atoms, centroid in zip(decoded, centroids):
+            atoms.positions += centroid
+        return decoded
+
+    # ------------------------------------------------------------------ training
+    def loss(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """Teacher-forced losses of a batch; ``"loss"`` is their sum.
+
+        - ``signal``: squared error of each level's predicted children signals against
+          :func:`geoae.sphere.project` of the true children's offsets (centre children left
+          out), summed over coefficients, mean over parent points, summed over levels;
+        - ``centre``: binary cross-entropy of "a child sits at the parent" (offset under
+          ``min_radius``), mean over parents, summed over levels;
+        - ``centre_vector``: squared error of that child's offset, mean over such parents;
+        - ``species``: cross-entropy of the atoms' species.
+        """
+        hierarchy = self.hierarchy(batch)
+        species = self._species_index[batch.z]
+        latent = self.encoder(species, hierarchy)
+        predictions, species_logits = self.decoder.teacher_forced(latent, hierarchy)
+        terms = {name: latent.new_zeros(()) for name in ("signal", "centre", "centre_vector")}
+        for p in predictions:
+            parent = hierarchy.parent[p.level]  # (N_l,)
+            offset = hierarchy.pos[p.level] - hierarchy.pos[p.level + 1][parent]  # (N_l, 3)
+            is_centre = offset.norm(dim=1) < self.min_radius  # (N_l,)
+            num_parents = p.signal.shape[0]
+            target = project(offset[~is_centre], parent[~is_centre], num_parents, self.signal_lmax)  # (M, 2, K)
+            terms["signal"] = terms["signal"] + (p.signal - target).pow(2).sum(dim=(1, 2)).mean()
+            has_centre = torch.zeros(num_parents, dtype=offset.dtype, device=offset.device)
+            has_centre[parent[is_centre]] = 1.0
+            terms["centre"] = terms["centre"] + torch.nn.functional.binary_cross_entropy_with_logits(p.centre_logit, has_centre)
+            if is_centre.any():
+                error = p.centre_vector[parent[is_centre]] - offset[is_centre]
+                terms["centre_vector"] = terms["centre_vector"] + error.pow(2).sum(dim=1).mean()
+        terms["species"] = torch.nn.functional.cross_entropy(species_logits, species)
+        terms["loss"] = sum(terms.values())
+        return terms

@@ -1,0 +1,156 @@
+"""The decoder: recursive unpooling of one point's features back into a structure."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from e3nn import o3
+from torch_geometric.utils import scatter
+
+from geoae.nn import GatedBlock, radius_graph
+from geoae.sphere import find_peaks
+
+from ._bloom import BloomHead
+from ._encoder import Combine
+from ._hierarchy import Hierarchy
+
+__all__ = ["Decoder", "Decoded", "BloomPrediction"]
+
+
+@dataclass(frozen=True)
+class BloomPrediction:
+    """What one unpooling level predicts for its ``M`` parent points.
+
+    Attributes:
+        level: the level of the children (0: atoms).
+        signal: ``(M, 2, (signal_lmax+1)**2)`` spherical signals of the children's offsets.
+        centre_logit: ``(M,)`` logit of "a child sits at the parent itself".
+        centre_vector: ``(M, 3)`` that child's small offset.
+    """
+
+    level: int
+    signal: torch.Tensor
+    centre_logit: torch.Tensor
+    centre_vector: torch.Tensor
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """Decoded structures: ``pos (N, 3)``, ``species (N,)`` (index into the model's species),
+    ``batch (N,)`` (sorted) and the number of structures ``num_structures``."""
+
+    pos: torch.Tensor
+    species: torch.Tensor
+    batch: torch.Tensor
+    num_structures: int
+
+
+def merge_duplicates(pos: torch.Tensor, batch: torch.Tensor, radius: float) -> tuple[torch.Tensor, int]:
+    """Label points of one structure closer than ``radius`` (transitively) as one point.
+
+    Returns ``label (N,)`` (numbered by each group's lowest index, so a sorted ``batch`` stays
+    sorted) and the number of groups.
+
+    >>> merge_duplicates(torch.tensor([[0.0, 0, 0], [0.01, 0, 0], [1, 0, 0]]), torch.zeros(3, dtype=torch.long), 0.1)
+    (tensor([0, 0, 1]), 2)
+    """
+    edge_index = radius_graph(pos, radius, batch)  # (2, E)
+    label = torch.arange(pos.shape[0], device=pos.device)
+    while True:  # propagate the lowest index through each connected group
+        new = label.scatter_reduce(0, edge_index[1], label[edge_index[0]], reduce="amin")
+        if torch.equal(new, label):
+            break
+        label = new
+    _, label = torch.unique(label, return_inverse=True)
+    return label, int(label.max()) + 1 if label.numel() else 0
+
+
+class Decoder(torch.nn.Module):
+    """Unpooling layers: at each level convolve the points, bloom each point's children
+    through a spherical signal (:class:`BloomHead`, read by :func:`geoae.sphere.find_peaks`)
+    plus a centre child, merge duplicates, and give the children features by a convolution
+    from their origin (:class:`Combine`). At the last level, predict each atom's species.
+    """
+
+    def __init__(
+        self,
+        num_species: int,
+        irreps_hidden,
+        irreps_latent,
+        num_levels: int,
+        convs_per_level: int,
+        r_max: float,
+        signal_lmax: int,
+        min_radius: float,
+        merge_radius: float,
+        **conv_kwargs,
+    ):
+        super().__init__()
+        self.irreps_hidden, self.irreps_latent = o3.Irreps(irreps_hidden), o3.Irreps(irreps_latent)
+        self.num_levels, self.r_max = num_levels, r_max
+        self.min_radius, self.merge_radius = min_radius, merge_radius
+        conv_kwargs = dict(conv_kwargs, r_max=r_max)
+        self.unreadout = o3.Linear(self.irreps_latent, self.irreps_hidden)
+        # module [l] makes the points of level l from those of level l + 1
+        self.convs = torch.nn.ModuleList(
+            torch.nn.ModuleList(GatedBlock(self.irreps_hidden, self.irreps_hidden, **conv_kwargs) for _ in range(convs_per_level))
+            for _ in range(num_levels + 1)  # [num_levels]: the atoms' convolution before species
+        )
+        self.blooms = torch.nn.ModuleList(BloomHead(self.irreps_hidden, signal_lmax) for _ in range(num_levels))
+        self.combines = torch.nn.ModuleList(Combine(self.irreps_hidden, **conv_kwargs) for _ in range(num_levels))
+        self.species = o3.Linear(self.irreps_hidden, o3.Irreps(f"{num_species}x0e"))
+
+    def _convolve(self, convs, h, pos, batch) -> torch.Tensor:
+        edge_index = radius_graph(pos, self.r_max, batch)  # (2, E)
+        edge_vec = pos[edge_index[0]] - pos[edge_index[1]]  # (E, 3)
+        for conv in convs:
+            h = conv(h, edge_index, edge_vec)
+        return h
+
+    def teacher_forced(self, latent: torch.Tensor, hierarchy: Hierarchy) -> tuple[list[BloomPrediction], torch.Tensor]:
+        """Decode on the encoder's hierarchy (its positions and parents at every level).
+
+        Returns the predictions of every level (top level first) and the species logits of
+        the atoms ``(N, num_species)``.
+        """
+        h = self.unreadout(latent)  # (B, hidden), at the roots
+        predictions = []
+        for level in reversed(range(self.num_levels)):
+            pos, batch = hierarchy.pos[level + 1], hierarchy.batch[level + 1]
+            h = self._convolve(self.convs[level], h, pos, batch)  # (M, hidden)
+            predictions.append(BloomPrediction(level, *self.blooms[level](h)))
+            parent, children = hierarchy.parent[level], hierarchy.pos[level]  # (N_l,), (N_l, 3)
+            edges = torch.stack([parent, torch.arange(len(parent), device=parent.device)])  # (2, N_l)
+            h = self.combines[level](h, edges, pos[parent] - children, num_out=children.shape[0])  # (N_l, hidden)
+        h = self._convolve(self.convs[self.num_levels], h, hierarchy.pos[0], hierarchy.batch[0])
+        return predictions, self.species(h)
+
+    def forward(self, latent: torch.Tensor) -> Decoded:
+        """Decode ``latent (B, irreps_latent.dim)`` from the latent alone (free running).
+
+        Each structure's root sits at the origin, so decoded structures are centred on the
+        centroid of their atoms (every point of the hierarchy is the centroid of its atoms).
+        """
+        num_structures = latent.shape[0]
+        h = self.unreadout(latent)  # (B, hidden)
+        pos = latent.new_zeros(num_structures, 3)  # (B, 3)
+        batch = torch.arange(num_structures, device=latent.device)  # (B,)
+        for level in reversed(range(self.num_levels)):
+            h = self._convolve(self.convs[level], h, pos, batch)  # (M, hidden)
+            signal, centre_logit, centre_vector = self.blooms[level](h)
+            peaks = find_peaks(signal)
+            centre = (centre_logit > 0).nonzero().flatten()  # (M_c,)
+            parent = torch.cat([peaks.index, centre])  # (P,)
+            offset = torch.cat([peaks.vectors, centre_vector[centre]])  # (P, 3)
+            order = torch.sort(batch[parent], stable=True).indices  # children sorted by structure
+            parent, offset = parent[order], offset[order]
+            child_batch = batch[parent]  # (P,)
+            label, num_children = merge_duplicates(pos[parent] + offset, child_batch, self.merge_radius)
+            children = scatter(pos[parent] + offset, label, dim=0, dim_size=num_children, reduce="mean")  # (C, 3)
+            child_batch = scatter(child_batch, label, dim=0, dim_size=num_children, reduce="min")  # (C,)
+            edges = torch.unique(torch.stack([parent, label]), dim=1)  # (2, E): parent -> child
+            h = self.combines[level](h, edges, pos[edges[0]] - children[edges[1]], num_out=num_children)
+            pos, batch = children, child_batch
+        h = self._convolve(self.convs[self.num_levels], h, pos, batch)
+        return Decoded(pos, self.species(h).argmax(dim=-1), batch, num_structures)

@@ -1,0 +1,5 @@
+"""Training with lightning."""
+
+from ._module import AutoencoderModule
+
+__all__ = ["AutoencoderModule"]

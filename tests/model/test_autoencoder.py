@@ -1,0 +1,105 @@
+"""The autoencoder through the model-test mixin, plus its own checks."""
+
+import ase
+import pytest
+import torch
+from e3nn import o3
+
+from geoae.data import tetris
+from geoae.model import Autoencoder, build_hierarchy, load, merge_duplicates
+from tests.utils.equivariance import default_dtype
+from tests.utils.model import ModelTests
+
+SMALL = dict(species=[6], max_atoms=4, lmax=2, mul=4, latent_lmax=2, latent_mul=4, signal_lmax=4)
+
+
+class TestAutoencoder(ModelTests):
+    def make_model(self):
+        return Autoencoder(**SMALL)
+
+    def make_structures(self, dtype):
+        return tetris(dtype=dtype)
+
+
+def test_hierarchy_pools_tetris_to_one_point_each():
+    structures = tetris(dtype=torch.float64)
+    from torch_geometric.data import Batch
+
+    batch = Batch.from_data_list(structures)
+    h = build_hierarchy(batch.pos, batch.batch, num_levels=2, ratio=0.5)
+    assert h.pos[-1].shape == (8, 3)
+    torch.testing.assert_close(h.pos[-1], torch.stack([s.pos.mean(0) for s in structures]))
+    assert torch.equal(h.weight[-1], torch.full((8,), 4.0, dtype=torch.float64))
+
+
+def test_merge_duplicates_is_transitive_and_per_structure():
+    pos = torch.tensor([[0.0, 0, 0], [0.2, 0, 0], [0.4, 0, 0], [0.0, 0, 0.1], [5, 0, 0]])
+    batch = torch.tensor([0, 0, 0, 1, 1])
+    label, num = merge_duplicates(pos, batch, radius=0.25)
+    assert label.tolist() == [0, 0, 0, 1, 2] and num == 3
+
+
+def test_signal_lmax_beyond_quadratic_reach_is_refused():
+    with pytest.raises(ValueError, match="signal_lmax=6 exceeds 2 \\* lmax = 4"):
+        Autoencoder(species=[6], max_atoms=4, lmax=2, signal_lmax=6)
+
+
+@pytest.mark.parametrize(
+    "atoms, message",
+    [
+        (ase.Atoms("C5", positions=[[i, 0, 0] for i in range(5)]), "5 atoms, more than the model's max_atoms=4"),
+        (ase.Atoms("N", positions=[[0, 0, 0]]), "atomic numbers \\[7\\] are not among the model's species \\[6\\]"),
+        (ase.Atoms("C2", positions=[[0, 0, 0], [0, 0, 0]]), "atoms 0 and 1 are at the same position"),
+    ],
+)
+def test_bad_structures_are_refused_with_reason(atoms, message):
+    with pytest.raises(ValueError, match=message):
+        Autoencoder(**SMALL).encode([atoms])
+
+
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_small_and_collinear_structures_encode(n):
+    model = Autoencoder(**SMALL)
+    z = model.encode([ase.Atoms(f"C{n}", positions=[[0, 0, 1.3 * i] for i in range(n)])])
+    assert z.shape == (1, model.latent_irreps.dim) and torch.isfinite(z).all()
+
+
+@pytest.mark.parametrize(
+    "latent, message",
+    [
+        (torch.zeros(2, 7), "latent must have shape \\(B, "),
+        (torch.zeros(2), "latent must have shape \\(B, "),
+        (torch.zeros(2, 50, dtype=torch.long), "floating-point"),
+    ],
+)
+def test_bad_latents_are_refused(latent, message):
+    model = Autoencoder(**SMALL)
+    if latent.dim() == 2 and latent.shape[1] == 50:
+        latent = torch.zeros(2, model.latent_irreps.dim, dtype=torch.long)
+    with pytest.raises(ValueError, match=message):
+        model.decode(latent)
+
+
+def test_loading_a_file_that_is_not_a_checkpoint(tmp_path):
+    path = tmp_path / "notes.ckpt"
+    path.write_text("hello")
+    with pytest.raises(ValueError, match="notes.ckpt: not a geoae checkpoint"):
+        load(path)
+    torch.save({"state_dict": {}}, tmp_path / "other.ckpt")
+    with pytest.raises(ValueError, match="other.ckpt: not a geoae checkpoint"):
+        load(tmp_path / "other.ckpt")
+    with pytest.raises(FileNotFoundError, match="missing.ckpt: no such checkpoint"):
+        load(tmp_path / "missing.ckpt")
+
+
+def test_latent_has_both_parities_and_mirror_images_differ_in_invariants():
+    with default_dtype(torch.float64):
+        torch.manual_seed(0)
+        model = Autoencoder(**SMALL)
+    assert {ir.p for _, ir in model.latent_irreps} == {1, -1}
+    z = model.encode(tetris(mirror=True, dtype=torch.float64)[:2])  # chiral_1 and its mirror image
+    D = model.latent_irreps.D_from_matrix(-torch.eye(3, dtype=torch.float64))
+    torch.testing.assert_close(z[1], D @ z[0], atol=1e-9, rtol=0)
+    pseudo = torch.cat([torch.zeros(mul * ir.dim, dtype=torch.bool) if ir.p == (-1) ** ir.l else torch.ones(mul * ir.dim, dtype=torch.bool) for mul, ir in model.latent_irreps])
+    assert z[0][pseudo].abs().max() > 1e-6  # pseudotensor channels are used, and flip sign
+    assert o3.Irreps(model.latent_irreps).dim == z.shape[1]
