@@ -3,7 +3,7 @@
 >>> import geoae
 >>> model = geoae.Autoencoder(species=[6], max_atoms=4)
 >>> model.latent_irreps.dim
-200
+400
 """
 
 from geoae.model import Autoencoder, load

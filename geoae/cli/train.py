@@ -18,6 +18,7 @@ from typing import Any
 
 import hydra
 import lightning as L
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.utils import get_object, instantiate
@@ -62,6 +63,8 @@ def train(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
     """
     out = Path(output_dir or HydraConfig.get().runtime.output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    if cfg.get("threads"):
+        torch.set_num_threads(cfg.threads)
     L.seed_everything(cfg.seed, workers=True)
     datamodule = build(cfg.data)
     model = build(cfg.model)
@@ -96,7 +99,12 @@ def train(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
     return metrics
 
 
-@hydra.main(version_base="1.3", config_path="../../conf", config_name="config")
+# The configs live in the repository's conf/ (geoae-train runs from a source checkout, installed
+# with `pip install -e .`); hydra takes an absolute config path.
+CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
 def main(cfg: DictConfig) -> None:
     metrics = train(cfg)
     print(json.dumps({k: metrics[k] for k in ("reconstructed", "rmsd_median", "rmsd_max") if k in metrics}))

@@ -30,6 +30,7 @@ class StructureDataModule(L.LightningDataModule):
         showcase: a few structures to draw beside their reconstructions (default: the
             first 8 test structures).
         batch_size: structures per batch.
+        shuffle: shuffle the training structures every epoch.
         num_workers: data loader workers.
     """
 
@@ -42,9 +43,11 @@ class StructureDataModule(L.LightningDataModule):
         test: Sequence[Data] | None = None,
         showcase: Sequence[Data] | None = None,
         batch_size: int = 32,
+        shuffle: bool = True,
         num_workers: int = 0,
     ):
         super().__init__()
+        self.shuffle = shuffle
         self.species, self.max_atoms = [int(s) for s in species], max_atoms
         self.train_set, self.val_set = list(train), list(val)
         self.test_set = list(test) if test is not None else self.val_set
@@ -65,7 +68,7 @@ class StructureDataModule(L.LightningDataModule):
         return DataLoader(dataset, batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers)
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, shuffle=True)
+        return self._loader(self.train_set, shuffle=self.shuffle)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_set, shuffle=False)
@@ -78,7 +81,9 @@ class TetrisDataModule(StructureDataModule):
     """The 8 tetris shapes (:func:`geoae.data.tetris`).
 
     Trains on ``rotations`` random rotations of each shape (0: the fixed orientation),
-    optionally with mirror images, each listed ``repeat`` times per epoch; validates on ``val_rotations`` other random rotations of
+    optionally with mirror images, each listed ``repeat`` times per epoch, unshuffled, so a
+    batch of 8 holds every shape once (random batches of repeated shapes trained several
+    times slower); validates on ``val_rotations`` other random rotations of
     every shape and of its mirror image, so validation measures what equivariance promises.
     """
 
@@ -101,6 +106,7 @@ class TetrisDataModule(StructureDataModule):
             max_atoms=max_atoms,
             showcase=tetris(),
             batch_size=batch_size,
+            shuffle=False,
             num_workers=num_workers,
         )
 

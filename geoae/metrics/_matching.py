@@ -15,7 +15,7 @@ __all__ = ["ReconstructionErrors", "matched_rmsd", "reconstruction_errors"]
 def matched_rmsd(pos_a: np.ndarray, species_a: np.ndarray, pos_b: np.ndarray, species_b: np.ndarray) -> float:
     """RMSD between two structures after the optimal one-to-one matching of atoms of the same
     species (Hungarian algorithm on squared distances); no rotation or translation alignment.
-    ``inf`` when the compositions differ.
+    ``inf`` when the compositions differ, 0 for two empty structures.
 
     >>> a = np.array([[0.0, 0, 0], [1, 0, 0]])
     >>> round(matched_rmsd(a, np.array([1, 8]), a[::-1] + [0, 0.1, 0], np.array([8, 1])), 6)
@@ -23,6 +23,8 @@ def matched_rmsd(pos_a: np.ndarray, species_a: np.ndarray, pos_b: np.ndarray, sp
     """
     if sorted(species_a.tolist()) != sorted(species_b.tolist()):
         return float("inf")
+    if len(species_a) == 0:
+        return 0.0
     total = 0.0
     for s in np.unique(species_a):
         a, b = pos_a[species_a == s], pos_b[species_b == s]

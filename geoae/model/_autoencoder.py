@@ -39,9 +39,14 @@ class Autoencoder(torch.nn.Module):
     Args:
         species: atomic numbers the model knows (its species channels, in order).
         max_atoms: largest structure; with ``pool_ratio`` it fixes the number of levels.
-        lmax, mul, parity: hidden features ``irreps_from_lmax(mul, lmax, parity)`` (every
-            ``l <= lmax``; ``"sh"``: parity ``(-1)**l`` only, ``"both"``: both parities) and
-            the degree of the convolutions' spherical harmonics.
+        lmax, mul: hidden features, every ``l <= lmax`` with ``mul`` copies
+            (``irreps_from_lmax``), and the degree of the convolutions' spherical harmonics.
+            The encoder's features have both parities (so the latent's pseudotensors,
+            pseudoscalars included, are reached).
+        parity: parities of the decoder's features: ``"sh"`` (``(-1)**l`` only: the signals,
+            positions and species need no more, and it halves the tensor-product paths) or
+            ``"both"``. With ``"sh"`` the decoder reads the latent's ordinary irreps only; it
+            decodes mirror images all the same, by equivariance.
         latent_lmax, latent_mul: latent irreps ``irreps_from_lmax(latent_mul, latent_lmax)``,
             every ``l <= latent_lmax`` with both parities, so mirror images differ even in
             their invariants (pseudoscalars change sign).
@@ -49,7 +54,8 @@ class Autoencoder(torch.nn.Module):
         r_max: cutoff of the convolutions' neighbour graphs (length units of the data).
         pool_ratio: each pooling level keeps ``ceil(pool_ratio * n)`` clusters.
         convs_per_level: convolutions before each pooling and each unpooling.
-        min_radius: a child closer than this to its parent is the parent's centre child.
+        min_radius: a child closer than this to its parent is the parent's centre child; the
+            convolutions fade directions in over this length (continuous at zero length).
         merge_radius: decoded children closer than this are merged.
         conv, num_basis, radial_hidden: the convolution family and its radial network.
     """
@@ -83,20 +89,23 @@ class Autoencoder(torch.nn.Module):
         self.num_levels = num_levels_for(max_atoms, pool_ratio)
         self.min_radius = min_radius
         self.signal_lmax = signal_lmax
-        self.irreps_hidden = irreps_from_lmax(mul, lmax, parity)
         self.latent_irreps = irreps_from_lmax(latent_mul, latent_lmax)
-        conv_kwargs = dict(conv=conv, lmax=lmax, num_basis=num_basis, radial_hidden=radial_hidden)
+        conv_kwargs = dict(conv=conv, lmax=lmax, num_basis=num_basis, radial_hidden=radial_hidden, r_min=min_radius)
         common = dict(
             num_species=len(self.species),
-            irreps_hidden=self.irreps_hidden,
             irreps_latent=self.latent_irreps,
             num_levels=self.num_levels,
             convs_per_level=convs_per_level,
             r_max=r_max,
         )
-        self.encoder = Encoder(**common, **conv_kwargs)
+        self.encoder = Encoder(irreps_hidden=irreps_from_lmax(mul, lmax, "both"), **common, **conv_kwargs)
         self.decoder = Decoder(
-            **common, signal_lmax=signal_lmax, min_radius=min_radius, merge_radius=merge_radius, **conv_kwargs
+            irreps_hidden=irreps_from_lmax(mul, lmax, parity),
+            signal_lmax=signal_lmax,
+            min_radius=min_radius,
+            merge_radius=merge_radius,
+            **common,
+            **conv_kwargs,
         )
         lookup = torch.full((max(self.species) + 1,), -1, dtype=torch.long)
         lookup[torch.tensor(self.species)] = torch.arange(len(self.species))

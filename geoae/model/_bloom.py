@@ -24,7 +24,7 @@ class QuadraticLinear(torch.nn.Module):
 
     >>> f = QuadraticLinear("4x0e+4x1o", "2x0e+2x0o+1x2e")
     >>> f(torch.randn(3, f.irreps_in.dim)).shape
-    torch.Size([3, 7])
+    torch.Size([3, 9])
     """
 
     def __init__(self, irreps_in, irreps_out, mul_quadratic: int = 8) -> None:
@@ -51,8 +51,9 @@ class BloomHead(torch.nn.Module):
     directions; channel 1 carries their distances), each with irreps ``0e+1o+2e+...`` up to
     ``signal_lmax``. The centre child, which a signal cannot express (a zero offset has no
     direction), is a ``0e`` logit (is there a child at the point itself?) and a ``1o``
-    vector (its small offset). A :class:`QuadraticLinear` makes all three, so the signal may
-    go beyond the features' degree (up to twice it).
+    vector (its small offset). A linear map makes all three when the features hold every
+    irrep of the signal, else a :class:`QuadraticLinear`, so the signal may go beyond the
+    features' degree (up to twice it).
 
     Shapes: ``forward(x (M, irreps_in.dim))`` returns ``signal (M, 2, (signal_lmax+1)**2)``,
     ``centre_logit (M,)`` and ``centre_vector (M, 3)``.
@@ -66,7 +67,9 @@ class BloomHead(torch.nn.Module):
         super().__init__()
         self.signal_lmax = signal_lmax
         signal = o3.Irreps([(2, (l, (-1) ** l)) for l in range(signal_lmax + 1)])
-        self.map = QuadraticLinear(irreps_in, signal + o3.Irreps("0e + 1o"), mul_quadratic)
+        irreps_in, irreps_out = o3.Irreps(irreps_in), signal + o3.Irreps("0e + 1o")
+        reachable = all(ir in irreps_in for _, ir in irreps_out)
+        self.map = o3.Linear(irreps_in, irreps_out) if reachable else QuadraticLinear(irreps_in, irreps_out, mul_quadratic)
         self.irreps_in, self.irreps_out = self.map.irreps_in, self.map.irreps_out
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -8,7 +8,6 @@ from torch_geometric.utils import scatter
 
 from geoae.nn import GatedBlock, radius_graph
 
-from ._bloom import QuadraticLinear
 from ._hierarchy import Hierarchy
 
 __all__ = ["Encoder", "Combine"]
@@ -37,8 +36,7 @@ class Combine(torch.nn.Module):
 class Encoder(torch.nn.Module):
     """Pooling layers: at each level convolve the points, then combine each cluster's members
     into the cluster's point (:class:`Combine`); the features of the last point are read out
-    as the latent (by a :class:`QuadraticLinear`, which also makes the irreps the hidden
-    features lack, e.g. pseudotensors).
+    as the latent by a linear map.
 
     The clusters themselves come from the parameter-free :func:`build_hierarchy` ("bloom"
     then "cluster" in the talk): each point blooms to its own position and the bloomed points
@@ -60,7 +58,7 @@ class Encoder(torch.nn.Module):
             for _ in range(num_levels)
         )
         self.combines = torch.nn.ModuleList(Combine(self.irreps_hidden, **conv_kwargs) for _ in range(num_levels))
-        self.readout = QuadraticLinear(self.irreps_hidden, self.irreps_latent)
+        self.readout = o3.Linear(self.irreps_hidden, self.irreps_latent)
 
     def forward(self, species: torch.Tensor, hierarchy: Hierarchy) -> torch.Tensor:
         onehot = torch.nn.functional.one_hot(species, self.num_species).to(hierarchy.pos[0].dtype)  # (N, S)

@@ -105,9 +105,12 @@ class NequIPConvolution(Convolution):
     spherical harmonic and each product irrep that appears in ``irreps_out`` (as in NequIP's
     ``InteractionBlock``); output irreps reached by no path are zero.
 
-    A zero-length edge keeps only its ``l = 0`` harmonic (the direction of a zero vector is
-    undefined; e3nn would give a finite value but a ~1e12 gradient), and its radial features
-    are the finite :math:`r \to 0` limit.
+    The ``l > 0`` harmonics fade in over ``[0, r_min]`` (a smoothstep of ``r / r_min``), so a
+    zero-length edge keeps only its ``l = 0`` harmonic (the direction of a zero vector is
+    undefined; e3nn would give a finite value but a ~1e12 gradient) and the convolution is
+    continuous as an edge shrinks to zero length (a point placed a hair off its origin gets
+    the same features as one placed on it). The radial features are the finite
+    :math:`r \to 0` limit.
 
     Parameters
     ----------
@@ -123,6 +126,8 @@ class NequIPConvolution(Convolution):
         width and number of hidden layers of the radial MLP.
     avg_num_neighbors : float
         the summed messages are divided by its square root.
+    r_min : float
+        length over which the ``l > 0`` harmonics fade in from zero.
 
     Examples
     --------
@@ -146,8 +151,10 @@ class NequIPConvolution(Convolution):
         radial_hidden: int = 32,
         radial_layers: int = 2,
         avg_num_neighbors: float = 4.0,
+        r_min: float = 0.1,
     ) -> None:
         super().__init__()
+        self.r_min = float(r_min)
         self.irreps_in = o3.Irreps(irreps_in)
         self.irreps_out = o3.Irreps(irreps_out)
         self.irreps_sh = o3.Irreps.spherical_harmonics(lmax)
@@ -209,10 +216,12 @@ class NequIPConvolution(Convolution):
 
         edge_length = torch.linalg.vector_norm(edge_vec, dim=-1)  # (E,)
         is_zero = edge_length == 0
-        # harmonics of a harmless direction where the edge has no direction, then keep only l = 0
+        # harmonics of a harmless direction where the edge has no direction (faded out below)
         safe_vec = torch.where(is_zero[:, None], torch.ones_like(edge_vec), edge_vec)
         edge_sh = self.sh(safe_vec)  # (E, irreps_sh.dim)
-        edge_sh = torch.where(is_zero[:, None], edge_sh * self._sh_scalar_mask, edge_sh)
+        t = (edge_length / self.r_min).clamp(max=1.0)  # (E,)
+        fade = t * t * (3 - 2 * t)  # smoothstep: 0 at r = 0, 1 from r_min on, (E,)
+        edge_sh = edge_sh * (self._sh_scalar_mask + (1 - self._sh_scalar_mask) * fade[:, None])
 
         weights = self.radial_mlp(self.radial(edge_length))  # (E, tp.weight_numel), invariant
 

@@ -182,6 +182,8 @@ def _refine(fit: _Fit, coefficients: torch.Tensor, lmax: int, steps: int) -> tup
     one that does lowers it tenfold. Returns the fit and each signal's largest proposed move of
     a direction in the last step, ``(S,)``.
     """
+    if fit.mask.shape[1] == 0:  # no live peak in any of these signals
+        return fit, fit.directions.new_zeros(fit.mask.shape[0])
     basis = _basis(fit, lmax)
     fit = fit._replace(weights=_linear_weights(fit, basis, coefficients))
     cost = _cost(fit, basis, coefficients)  # [S]
@@ -276,6 +278,8 @@ def _find_chunk(signals: torch.Tensor, grid: SphereGrid, threshold: float, relat
     mask = _suppress(fit.directions, amplitude, fit.mask & strong, cos_merge)
     changed = (mask != fit.mask).any(dim=1).nonzero().squeeze(1)
     fit = _compact(_refine_rows(fit._replace(mask=mask), changed, coefficients, lmax, steps))
+    if fit.mask.shape[1] == 0:  # every candidate was too weak
+        return signals.new_zeros(0, 3), live[:0], signals.new_zeros(0)
 
     # One more step, differentiable: its derivative is the implicit derivative of the fit.
     basis = _basis(fit, lmax)

@@ -20,14 +20,15 @@ class AutoencoderModule(L.LightningModule):
 
     Args:
         model: the autoencoder.
-        lr: Adam learning rate; decays by ``lr_decay`` per epoch (exponential).
+        lr: largest Adam learning rate of the one-cycle schedule (per step, over the run's
+            ``max_epochs``: warm-up for the fraction ``warmup`` of it, then cosine annealing).
         rmsd_threshold: matched RMSD under which a reconstruction counts as right.
     """
 
-    def __init__(self, model: Autoencoder, lr: float = 5e-3, lr_decay: float = 1.0, rmsd_threshold: float = 0.05):
+    def __init__(self, model: Autoencoder, lr: float = 3e-3, warmup: float = 0.05, rmsd_threshold: float = 0.05):
         super().__init__()
         self.model = model
-        self.lr, self.lr_decay, self.rmsd_threshold = lr, lr_decay, rmsd_threshold
+        self.lr, self.warmup, self.rmsd_threshold = lr, warmup, rmsd_threshold
         self.save_hyperparameters(ignore=["model"])
 
     def training_step(self, batch, batch_idx):
@@ -47,8 +48,11 @@ class AutoencoderModule(L.LightningModule):
 
     def configure_optimizers(self):
         optimizer = torch.optim.Adam(self.model.parameters(), lr=self.lr)
-        scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=self.lr_decay)
-        return {"optimizer": optimizer, "lr_scheduler": scheduler}
+        # one cycle over the whole run: warm up, then anneal (per step)
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=self.lr, total_steps=max(1, int(self.trainer.estimated_stepping_batches)), pct_start=self.warmup
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[CHECKPOINT_KEY] = {"model": self.model.config}
