@@ -36,9 +36,16 @@ class ModelTests:
         raise NotImplementedError
 
     def build(self, dtype):
+        """The model in ``dtype``, with the parameters a model initialises to zero (e.g. an
+        output head) drawn at random, so that no check passes on zeros."""
         torch.manual_seed(0)
         with default_dtype(dtype):
-            return self.make_model().to(dtype)
+            model = self.make_model().to(dtype)
+        with torch.no_grad():
+            for parameter in model.parameters():
+                if parameter.numel() and not parameter.any():
+                    parameter.normal_()
+        return model
 
     def test_init_and_forward(self):
         model = self.build(torch.float32)
@@ -108,6 +115,7 @@ class ModelTests:
                     h = model.hierarchy(b)
                     predictions, species = model.decoder.teacher_forced(model.encoder(model._species_index[b.z], h), h)
                     outputs.append((predictions, species))
+                assert all(p.signal.abs().max() > 1e-3 for p in outputs[0][0])  # not trivially zero
                 for p, q in zip(outputs[0][0], outputs[1][0]):
                     lmax = int(p.signal.shape[-1] ** 0.5) - 1
                     D = o3.Irreps.spherical_harmonics(lmax, p=-1).D_from_matrix(rotation)
