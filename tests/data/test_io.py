@@ -67,24 +67,19 @@ def test_bad_structure_in_multi_structure_file_names_file_and_index(tmp_path):
         read_structures(path)
 
 
-def test_nan_coordinates_name_file(tmp_path):
-    path = tmp_path / "nan.xyz"
-    path.write_text("2\n\nH 0 0 0\nH nan 0 0\n")
-    with pytest.raises(StructureError, match=r"nan\.xyz\[0\]: non-finite coordinates"):
-        read_structures(path)
-
-
-def test_unknown_element_names_file(tmp_path):
-    path = tmp_path / "xx.xyz"
-    path.write_text("1\n\nXq 0 0 0\n")
-    with pytest.raises(StructureFileError, match=r"xx\.xyz: ASE cannot read"):
-        read_structures(path)
-
-
-def test_empty_structure_names_file(tmp_path):
-    path = tmp_path / "empty.xyz"
-    path.write_text("0\n\n")
-    with pytest.raises(StructureError, match=r"empty\.xyz(\[0\])?: "):
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        ("nan.xyz", "2\n\nH 0 0 0\nH nan 0 0\n", r"nan\.xyz\[0\]: non-finite coordinates"),
+        ("inf.xyz", "2\n\nH 0 0 0\nH inf 0 0\n", r"inf\.xyz\[0\]: non-finite coordinates"),
+        ("xx.xyz", "1\n\nXq 0 0 0\n", r"xx\.xyz: ASE cannot read"),  # unknown element
+        ("empty.xyz", "0\n\n", r"empty\.xyz(\[0\])?: "),
+    ],
+)
+def test_bad_file_content_names_the_file(tmp_path, name, content, message):
+    path = tmp_path / name
+    path.write_text(content)
+    with pytest.raises(StructureError, match=message):
         read_structures(path)
 
 
