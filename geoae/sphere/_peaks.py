@@ -1,12 +1,14 @@
 """Peaks of two-channel spherical signals: grid detection, then a joint fit of all peaks."""
 
+import functools
 import math
 from typing import NamedTuple
 
+import numpy
 import torch
 
 from ._grid import SphereGrid, sphere_grid
-from ._harmonics import cartesian_gradient, dirac_scale, spherical_harmonics
+from ._harmonics import _derivative_matrices, dirac_scale, spherical_harmonics
 from ._project import _lmax, check_finite, project  # noqa: F401 (project: doctest)
 
 _MAX_TURN = 0.25  # radians: the largest move of a direction in one Gauss-Newton step
@@ -47,16 +49,32 @@ def _tangent_basis(directions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
     return first, torch.linalg.cross(directions, first)
 
 
-def _local_maxima(values: torch.Tensor, grid: SphereGrid, cut: torch.Tensor):
+class _Detection(NamedTuple):
+    grid: SphereGrid
+    table: torch.Tensor  # [M, G]: the grid's harmonics, transposed, contiguous
+    offsets: torch.Tensor  # [D, G]: each point's neighbours minus the point's own index
+
+
+@functools.lru_cache(maxsize=None)
+def _detection(lmax: int, resolution: int | None, dtype: torch.dtype, device: torch.device) -> _Detection:
+    grid = sphere_grid(lmax, resolution, dtype, device)
+    own = torch.arange(len(grid.neighbors), device=grid.neighbors.device)[:, None]
+    return _Detection(grid, grid.harmonics.T.contiguous(), (grid.neighbors - own).T.contiguous())
+
+
+def _local_maxima(values: torch.Tensor, detection: _Detection, cut: torch.Tensor):
     r"""Grid points above ``cut`` and not below any neighbour. ``values``: ``(S, G)``, ``cut``: ``(S,)``.
 
     Returns ``(signal, direction, height)``: ``(C,)``, ``(C, 3)``, ``(C,)``.
     """
-    signal, point = (values > cut[:, None]).nonzero(as_tuple=True)  # [C], [C]
-    height = values[signal, point]  # [C]
-    around = values[signal[:, None], grid.neighbors[point]]  # [C, D]
-    keep = (height[:, None] >= around).all(dim=1)  # [C]
-    return signal[keep], grid.points[point[keep]], height[keep]
+    width = values.shape[1]
+    flat = values.reshape(-1)
+    place = (values > cut[:, None]).reshape(-1).nonzero().squeeze(1)  # [C]: signal * G + point
+    height = flat[place]  # [C]
+    for offsets in detection.offsets:  # one neighbour at a time, on the survivors: most fall at the first ones
+        keep = height >= flat[place + offsets[place % width]]
+        place, height = place[keep], height[keep]
+    return place // width, detection.grid.points[place % width], height
 
 
 def _pad(signal: torch.Tensor, directions: torch.Tensor, height: torch.Tensor, num_signals: int):
@@ -91,83 +109,146 @@ def _suppress(directions: torch.Tensor, score: torch.Tensor, mask: torch.Tensor,
     return torch.zeros_like(mask).scatter(1, order, keep)
 
 
-class _Basis(NamedTuple):
-    functions: torch.Tensor  # [S, K, 3, M]: each peak's Dirac and its derivatives along two tangents
-    gram: torch.Tensor  # [S, K, 3, K, 3]: their inner products
-    first: torch.Tensor  # [S, K, 3]: the two tangents
-    second: torch.Tensor  # [S, K, 3]
+class _Target(NamedTuple):
+    coefficients: torch.Tensor  # [S, 2, M]
+    products: torch.Tensor  # [S, M, 8]: the coefficients of both channels, then A[k] @ them (k = x, y, z)
+
+    def rows(self, rows: torch.Tensor) -> "_Target":
+        return _Target(self.coefficients[rows], self.products[rows])
 
 
-def _basis(fit: _Fit, lmax: int) -> _Basis:
-    r"""Diracs of the peaks and their tangent derivatives, zero for dead peaks."""
+def _target(coefficients: torch.Tensor, lmax: int) -> _Target:
+    r"""The coefficients ``(S, 2, M)`` with the maps that turn harmonics into projections.
+
+    ``Y(u) @ products`` gives, per channel, the signal's value at ``u`` and its Cartesian gradient
+    (of the solid harmonics), since ``d Y / d x_k = Y @ A[k]``: one matmul per evaluation.
+    """
+    num, _, dim = coefficients.shape
+    maps = _projection_maps(lmax, coefficients.dtype, coefficients.device)  # [4M, M]
+    products = (coefficients.reshape(2 * num, dim) @ maps.T).reshape(num, 2, 4, dim)  # [S, 2, 4, M]
+    return _Target(coefficients, products.permute(0, 3, 2, 1).reshape(num, dim, 8))
+
+
+@functools.lru_cache(maxsize=None)
+def _projection_maps(lmax: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    matrices = _derivative_matrices(lmax, torch.float64, torch.device("cpu"))  # [3, M, M]
+    eye = torch.eye(matrices.shape[1], dtype=torch.float64)[None]
+    return torch.cat([eye, matrices]).reshape(-1, matrices.shape[1]).to(dtype=dtype, device=device)  # [4M, M]
+
+
+@functools.lru_cache(maxsize=None)
+def _kernel_table(lmax: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    r"""``(lmax+1, 3)``: ``c**n @ table`` gives ``g(c), g'(c), g''(c)`` for the Gram kernel
+    ``g(u . v) = <s Y(u), s Y(v)> = s^2 sum_l (2l+1) / (4 pi) P_l(u . v)`` (addition theorem)."""
+    coefficients = numpy.zeros(lmax + 1)
+    for degree in range(lmax + 1):
+        polynomial = numpy.polynomial.legendre.leg2poly(numpy.eye(lmax + 1)[degree])
+        coefficients[: len(polynomial)] += (2 * degree + 1) / (4 * math.pi) * polynomial
+    coefficients *= dirac_scale(lmax) ** 2
+    first = numpy.polynomial.polynomial.polyder(coefficients)
+    second = numpy.polynomial.polynomial.polyder(first)
+    table = numpy.zeros((lmax + 1, 3))
+    for column, values in enumerate((coefficients, first, second)):
+        table[: len(values), column] = values
+    return torch.tensor(table, dtype=dtype, device=device)
+
+
+def _kernel(cosines: torch.Tensor, lmax: int) -> torch.Tensor:
+    r"""``g, g', g''`` at ``cosines`` (evaluated in float64), shape ``cosines.shape + (3,)``."""
+    table = _kernel_table(lmax, torch.float64, cosines.device)
+    powers = cosines.double()[..., None].expand(cosines.shape + (lmax,)).cumprod(dim=-1)  # [..., L - 1]
+    return (powers @ table[1:] + table[0]).to(cosines.dtype)
+
+
+class _State(NamedTuple):
+    projections: torch.Tensor  # [S, K, 4, 2]: per channel, <s Y(u_k), c> and its Cartesian gradient
+    cost: torch.Tensor  # [S]: squared residual of the fit
+
+
+def _diracs(fit: _Fit, lmax: int) -> torch.Tensor:
+    r"""Coefficients ``(S, K, M)`` of the peaks' unit Diracs, zero for dead peaks."""
+    return spherical_harmonics(fit.directions, lmax) * (dirac_scale(lmax) * fit.mask[..., None])
+
+
+def _cost(fit: _Fit, diracs: torch.Tensor, target: _Target) -> torch.Tensor:
+    return (target.coefficients - fit.weights.transpose(1, 2) @ diracs).square().sum(dim=(1, 2))  # [S]
+
+
+def _projections(diracs: torch.Tensor, target: _Target) -> torch.Tensor:
+    return (diracs @ target.products).reshape(diracs.shape[:2] + (4, 2))  # [S, K, 4, 2]
+
+
+def _state(fit: _Fit, target: _Target, lmax: int) -> _State:
+    r"""Projections of the coefficients on the peaks' Diracs and the fit's squared residual."""
+    diracs = _diracs(fit, lmax)  # [S, K, M]
+    return _State(_projections(diracs, target), _cost(fit, diracs, target))
+
+
+def _gram(fit: _Fit, first: torch.Tensor, second: torch.Tensor, lmax: int) -> torch.Tensor:
+    r"""Gram matrix ``(S, 3, K, 3, K)`` of each peak's Dirac and its derivatives along the two tangents.
+
+    Analytic, from the addition theorem: with ``c = u_k . u_l``, ``<f0_k, f0_l> = g(c)``,
+    ``<fi_k, f0_l> = g'(c) t_k . u_l``, ``<fi_k, fj_l> = g''(c) (t_k . u_l)(u_k . t'_l) + g'(c) t_k . t'_l``.
+    Zero for dead peaks.
+    """
     num, width, _ = fit.directions.shape
-    harmonics = spherical_harmonics(fit.directions, lmax)  # [S, K, M]
-    cartesian = cartesian_gradient(harmonics, lmax)  # [S, K, 3, M]
-    first, second = _tangent_basis(fit.directions)  # [S, K, 3] each
-    functions = torch.stack(
-        [harmonics, (first[..., None] * cartesian).sum(dim=2), (second[..., None] * cartesian).sum(dim=2)],
-        dim=2,
-    )  # [S, K, 3, M]
-    functions = functions * (dirac_scale(lmax) * fit.mask[..., None, None])
-    flat = functions.flatten(1, 2)  # [S, 3K, M]
-    gram = (flat @ flat.transpose(1, 2)).reshape(num, width, 3, width, 3)
-    return _Basis(functions, gram, first, second)
+    frames = torch.stack([fit.directions, first, second], dim=1).reshape(num, 3 * width, 3)  # [S, 3K, 3]
+    dots = (frames @ frames.transpose(1, 2)).reshape(num, 3, width, 3, width)  # [S, 3, K, 3, K]
+    cosines = dots[:, 0, :, 0, :]  # [S, K, K]
+    kernel = _kernel(cosines, lmax) * (fit.mask[:, :, None] & fit.mask[:, None, :])[..., None]
+    value, slope, curvature = kernel.unbind(dim=-1)  # [S, K, K] each
+    gram = slope[:, None, :, None, :] * dots  # [S, 3, K, 3, K]
+    tangent_dot_u, u_dot_tangent = dots[:, 1:, :, 0, :], dots[:, 0, :, 1:, :]  # [S, 2, K, K], [S, K, 2, K]
+    gram[:, 1:, :, 1:, :] += curvature[:, None, :, None, :] * tangent_dot_u[:, :, :, None, :] * u_dot_tangent[:, None]
+    gram[:, 0, :, 0, :] = value
+    return gram
 
 
-def _model(fit: _Fit, basis: _Basis) -> torch.Tensor:
-    r"""Coefficients ``(S, 2, M)`` of the fitted sum of Diracs."""
-    return torch.einsum("skc,skm->scm", fit.weights, basis.functions[:, :, 0])
-
-
-def _solve(fit: _Fit, basis: _Basis, coefficients: torch.Tensor, damping: torch.Tensor) -> torch.Tensor:
-    r"""Levenberg-Marquardt step ``(S, K, 4)`` towards ``coefficients`` ``(S, 2, M)``.
+def _solve(fit: _Fit, state: _State, lmax: int, damping: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    r"""Levenberg-Marquardt step ``(S, K, 4)`` towards the coefficients whose projections are in ``state``.
 
     ``damping`` ``(S,)`` is relative to the diagonal of ``J^T J``; a signal whose damped matrix
-    is not numerically positive definite gets a zero step.
+    is not numerically positive definite gets a zero step. Also returns the two tangents used.
 
     Per peak the parameters are two tangent moves and the Dirac weights in channels 0 and 1.
-    ``J^T J`` and ``J^T r`` are assembled from the Gram matrix of the basis and the projections of
-    the coefficients on it: no ``(2M, 4K)`` Jacobian is built.
+    ``J^T J`` and ``J^T r`` are assembled from the analytic Gram matrix of the Diracs and their
+    derivatives and from the projections of the coefficients on them: no ``(2M, 4K)`` Jacobian.
     """
     num, width = fit.mask.shape
-    gram, weights = basis.gram, fit.weights  # [S, K, 3, K, 3], [S, K, 2]
-    projection = (basis.functions.flatten(1, 2) @ coefficients.transpose(1, 2)).reshape(num, width, 3, 2)
-    residual = projection - torch.einsum("skil,slc->skic", gram[..., 0], weights)  # [S, K, 3, 2]
-    # J^T J blocks between peaks k and l; parameters: moves t1, t2, weights a (channel 0), b (channel 1)
-    moves = (weights @ weights.transpose(1, 2))[:, :, None, :, None] * gram[:, :, 1:, :, 1:]  # [S, K, 2, K, 2]
-    move_a = weights[:, :, None, None, 0:1] * gram[:, :, 1:, :, :1]  # [S, K, 2, K, 1]
-    move_b = weights[:, :, None, None, 1:2] * gram[:, :, 1:, :, :1]  # [S, K, 2, K, 1]
-    dirac = gram[:, :, :1, :, :1]  # [S, K, 1, K, 1]
-    zero = torch.zeros_like(dirac)
+    first, second = _tangent_basis(fit.directions)  # [S, K, 3] each
+    gram = _gram(fit, first, second, lmax)  # [S, 3, K, 3, K]
+    weights = fit.weights  # [S, K, 2]
+    values, gradients = state.projections[:, :, 0], state.projections[:, :, 1:]  # [S, K, 2], [S, K, 3, 2]
+    tangents = torch.stack([first, second], dim=2)  # [S, K, 2, 3]
+    projection = torch.cat([values[:, :, None], tangents @ gradients], dim=2)  # [S, K, 3, 2]
+    residual = projection - torch.einsum("sikl,slc->skic", gram[:, :, :, 0], weights)  # [S, K, 3, 2]
+    # J^T J in blocks of (move 1, move 2, weight a in channel 0, weight b in channel 1) x peaks
+    moves = (weights @ weights.transpose(1, 2))[:, None, :, None] * gram[:, 1:, :, 1:]  # [S, 2, K, 2, K]
+    move_weight = weights[:, None, :, :, None] * gram[:, 1:, :, None, 0]  # [S, 2, K, 2, K]: (move i, k, channel, l)
+    diracs = gram[:, :1, :, :1]  # [S, 1, K, 1, K]
+    zero = diracs.new_zeros(()).expand_as(diracs)
+    weight_weight = torch.cat([torch.cat([diracs, zero], dim=3), torch.cat([zero, diracs], dim=3)], dim=1)
     normal = torch.cat(
-        [
-            torch.cat([moves, move_a, move_b], dim=4),
-            torch.cat([move_a.transpose(1, 3).transpose(2, 4), dirac, zero], dim=4),
-            torch.cat([move_b.transpose(1, 3).transpose(2, 4), zero, dirac], dim=4),
-        ],
-        dim=2,
+        [torch.cat([moves, move_weight], dim=3), torch.cat([move_weight.permute(0, 3, 4, 1, 2), weight_weight], dim=3)],
+        dim=1,
     ).reshape(num, 4 * width, 4 * width)
     right = torch.cat(
-        [torch.einsum("skic,skc->ski", residual[:, :, 1:], weights), residual[:, :, 0]], dim=2
+        [(residual[:, :, 1:] * weights[:, :, None]).sum(dim=3).transpose(1, 2), residual[:, :, 0].transpose(1, 2)], dim=1
     ).reshape(num, 4 * width)
-    dead = (~fit.mask).repeat_interleave(4, dim=1).to(normal.dtype)  # [S, 4K]
-    diagonal = normal.diagonal(dim1=1, dim2=2)  # [S, 4K]
+    dead = (~fit.mask).repeat(1, 4).to(normal.dtype)  # [S, 4K]
+    diagonal = normal.diagonal(dim1=1, dim2=2)  # [S, 4K], a view
     tiny = torch.finfo(normal.dtype).tiny ** 0.5
-    normal = normal + torch.diag_embed(damping[:, None] * diagonal + dead + tiny)
+    diagonal.add_(damping[:, None] * diagonal + dead + tiny)
     factor, info = torch.linalg.cholesky_ex(normal)  # [S, 4K, 4K], [S]
-    step = torch.cholesky_solve(right[..., None], factor).reshape(num, width, 4)
-    return torch.where((info == 0)[:, None, None], step, 0)
+    step = torch.cholesky_solve(right[..., None], factor).reshape(num, 4, width).transpose(1, 2)  # [S, K, 4]
+    return torch.where((info == 0)[:, None, None], step, 0), first, second
 
 
-def _apply(fit: _Fit, step: torch.Tensor, basis: _Basis) -> _Fit:
+def _apply(fit: _Fit, step: torch.Tensor, first: torch.Tensor, second: torch.Tensor) -> _Fit:
     move = step[..., :2]  # [S, K, 2]
     move = move * (_MAX_TURN / move.norm(dim=-1, keepdim=True).clamp(min=_MAX_TURN))
-    directions = fit.directions + move[..., :1] * basis.first + move[..., 1:] * basis.second  # [S, K, 3]
+    directions = fit.directions + move[..., :1] * first + move[..., 1:] * second  # [S, K, 3]
     return _Fit(torch.nn.functional.normalize(directions, dim=-1), fit.weights + step[..., 2:], fit.mask)
-
-
-def _cost(fit: _Fit, basis: _Basis, coefficients: torch.Tensor) -> torch.Tensor:
-    return (coefficients - _model(fit, basis)).square().sum(dim=(1, 2))  # [S]
 
 
 def _choose(better: torch.Tensor, new, old):
@@ -175,7 +256,7 @@ def _choose(better: torch.Tensor, new, old):
     return type(new)(*(torch.where(better.view((-1,) + (1,) * (a.dim() - 1)), a, b) for a, b in zip(new, old)))
 
 
-def _refine(fit: _Fit, coefficients: torch.Tensor, lmax: int, steps: int) -> tuple[_Fit, torch.Tensor]:
+def _refine(fit: _Fit, target: _Target, lmax: int, steps: int) -> tuple[_Fit, torch.Tensor]:
     r"""Least-squares weights for the current directions, then ``steps`` Levenberg-Marquardt steps.
 
     A step that does not lower the squared residual is undone and the damping raised tenfold;
@@ -184,26 +265,28 @@ def _refine(fit: _Fit, coefficients: torch.Tensor, lmax: int, steps: int) -> tup
     """
     if fit.mask.shape[1] == 0:  # no live peak in any of these signals
         return fit, fit.directions.new_zeros(fit.mask.shape[0])
-    basis = _basis(fit, lmax)
-    fit = fit._replace(weights=_linear_weights(fit, basis, coefficients))
-    cost = _cost(fit, basis, coefficients)  # [S]
-    damping = torch.full_like(cost, _DAMPING_START)  # [S]
+    diracs = _diracs(fit, lmax)  # [S, K, M]
+    projections = _projections(diracs, target)
+    fit = fit._replace(weights=_linear_weights(fit, projections[:, :, 0], lmax))
+    state = _State(projections, _cost(fit, diracs, target))
+    damping = torch.full_like(state.cost, _DAMPING_START)  # [S]
     for _ in range(steps):
-        move = _solve(fit, basis, coefficients, damping)  # [S, K, 4]
-        trial = _apply(fit, move, basis)
-        trial_basis = _basis(trial, lmax)
-        trial_cost = _cost(trial, trial_basis, coefficients)
-        better = trial_cost <= cost  # [S]
-        fit, basis = _choose(better, trial, fit), _choose(better, trial_basis, basis)
-        cost = torch.where(better, trial_cost, cost)
+        move, first, second = _solve(fit, state, lmax, damping)  # [S, K, 4]
+        trial = _apply(fit, move, first, second)
+        trial_state = _state(trial, target, lmax)
+        better = trial_state.cost <= state.cost  # [S]
+        fit, state = _choose(better, trial, fit), _choose(better, trial_state, state)
         damping = torch.where(better, damping / 10, damping * 10).clamp(_DAMPING, 1e6)
     return fit, move[..., :2].norm(dim=-1).amax(dim=1)
 
 
-def _linear_weights(fit: _Fit, basis: _Basis, coefficients: torch.Tensor) -> torch.Tensor:
-    r"""Least-squares Dirac weights ``(S, K, 2)`` for the fit's directions."""
-    gram = basis.gram[:, :, 0, :, 0] + torch.diag_embed((~fit.mask).to(basis.gram.dtype))  # [S, K, K]
-    return torch.linalg.solve(gram, basis.functions[:, :, 0] @ coefficients.transpose(1, 2))  # [S, K, 2]
+def _linear_weights(fit: _Fit, projections: torch.Tensor, lmax: int) -> torch.Tensor:
+    r"""Least-squares Dirac weights ``(S, K, 2)`` for the fit's directions, given the projections
+    ``(S, K, 2)`` of the coefficients on the Diracs."""
+    cosines = fit.directions @ fit.directions.transpose(1, 2)  # [S, K, K]
+    gram = _kernel(cosines, lmax)[..., 0] * (fit.mask[:, :, None] & fit.mask[:, None, :])
+    gram = gram + torch.diag_embed((~fit.mask).to(gram.dtype))  # [S, K, K]
+    return torch.linalg.solve(gram, projections)  # [S, K, 2]
 
 
 def _compact(fit: _Fit) -> _Fit:
@@ -231,37 +314,44 @@ def _put(fit: _Fit, rows: torch.Tensor, part: _Fit) -> _Fit:
     return _Fit(directions, weights, mask)
 
 
-def _refine_rows(fit: _Fit, rows: torch.Tensor, coefficients: torch.Tensor, lmax: int, steps: int) -> _Fit:
+def _refine_rows(fit: _Fit, rows: torch.Tensor, target: _Target, lmax: int, steps: int) -> _Fit:
     r"""Refine only the signals ``rows`` of ``fit``: ``steps`` steps, then more for the slow ones."""
     if len(rows) == 0:
         return fit
-    part, moved = _refine(_rows(fit, rows), coefficients[rows], lmax, steps)
+    target = target.rows(rows)
+    part, moved = _refine(_rows(fit, rows), target, lmax, steps)
     slow = (moved > _CONVERGED).nonzero().squeeze(1)
     if len(slow):
-        part = _put(part, slow, _refine(_rows(part, slow), coefficients[rows][slow], lmax, _MORE_STEPS)[0])
+        part = _put(part, slow, _refine(_rows(part, slow), target.rows(slow), lmax, _MORE_STEPS)[0])
     return _put(fit, rows, part)
 
 
-def _find_chunk(signals: torch.Tensor, grid: SphereGrid, threshold: float, relative: float, steps: int):
+def _find_chunk(signals: torch.Tensor, detection: _Detection, threshold: float, relative: float, steps: int):
     r"""Peaks of ``(S, 2, M)`` signals: returns ``(vectors, index, amplitudes)``."""
     lmax = _lmax(signals)
     coefficients = signals.detach()  # [S, 2, M]
-    cos_merge = math.cos(2.5 * grid.spacing)
-    values = coefficients[:, 0] @ grid.harmonics.T  # [S, G]
-    cut = (relative * values.max(dim=1).values).clamp(min=threshold)  # [S]
+    cos_merge = math.cos(2.5 * detection.grid.spacing)
+    values = coefficients[:, 0] @ detection.table  # [S, G]
+    cut = (relative * values.amax(dim=1)).clamp(min=threshold)  # [S]
 
-    directions, heights, mask = _pad(*_local_maxima(values, grid, cut), len(values))
+    directions, heights, mask = _pad(*_local_maxima(values, detection, cut), len(values))
     mask = _suppress(directions, heights, mask, cos_merge)
     live = mask.any(dim=1).nonzero().squeeze(1)  # [S'] signals with peaks
     if len(live) == 0:
         return signals.new_zeros(0, 3), live, signals.new_zeros(0)
     coefficients, cut = coefficients[live], cut[live]
+    target = _target(coefficients, lmax)
     fit = _compact(_Fit(directions[live], heights[live, :, None].expand(-1, -1, 2), mask[live]))
-    fit = _refine_rows(fit, torch.arange(len(live), device=live.device), coefficients, lmax, steps)
+    fit = _refine_rows(fit, torch.arange(len(live), device=live.device), target, lmax, steps)
 
     # Peaks hidden by a neighbour's tail stand out in what the fit leaves unexplained.
-    residual = (coefficients - _model(fit, _basis(fit, lmax)))[:, 0] @ grid.harmonics.T  # [S', G]
-    extra, extra_heights, extra_mask = _pad(*_local_maxima(residual, grid, cut / 2), len(live))
+    model = fit.weights[:, :, 0:1].transpose(1, 2) @ _diracs(fit, lmax)  # [S', 1, M]
+    residual = coefficients[:, 0] - model[:, 0]  # [S', M]
+    # |f(x)| <= |r| |Y(x)| = |r| sqrt(M / 4 pi): most residuals cannot reach the cut anywhere
+    bound = residual.norm(dim=1) * math.sqrt(residual.shape[1] / (4 * math.pi))  # [S']
+    near_cut = (1.01 * bound > cut / 2).nonzero().squeeze(1)  # [S'']
+    signal, extra, extra_heights = _local_maxima(residual[near_cut] @ detection.table, detection, cut[near_cut] / 2)
+    extra, extra_heights, extra_mask = _pad(near_cut[signal], extra, extra_heights, len(live))
     near = (extra @ fit.directions.transpose(1, 2) > cos_merge) & fit.mask[:, None, :]  # [S', K', K]
     extra_mask &= ~near.any(dim=2)
     fit = _Fit(
@@ -269,7 +359,7 @@ def _find_chunk(signals: torch.Tensor, grid: SphereGrid, threshold: float, relat
         torch.cat([fit.weights, extra_heights[..., None].expand(-1, -1, 2)], dim=1),
         torch.cat([fit.mask, extra_mask], dim=1),
     )
-    fit = _refine_rows(fit, extra_mask.any(dim=1).nonzero().squeeze(1), coefficients, lmax, steps)
+    fit = _refine_rows(fit, extra_mask.any(dim=1).nonzero().squeeze(1), target, lmax, steps)
 
     # Weak peaks and peaks fitted onto the same direction are dropped; the others take over.
     amplitude = fit.weights[..., 0]  # [S', K]
@@ -277,14 +367,14 @@ def _find_chunk(signals: torch.Tensor, grid: SphereGrid, threshold: float, relat
     strong = amplitude > (relative * largest).clamp(min=threshold)[:, None]  # [S', K]
     mask = _suppress(fit.directions, amplitude, fit.mask & strong, cos_merge)
     changed = (mask != fit.mask).any(dim=1).nonzero().squeeze(1)
-    fit = _compact(_refine_rows(fit._replace(mask=mask), changed, coefficients, lmax, steps))
+    fit = _compact(_refine_rows(fit._replace(mask=mask), changed, target, lmax, steps))
     if fit.mask.shape[1] == 0:  # every candidate was too weak
         return signals.new_zeros(0, 3), live[:0], signals.new_zeros(0)
 
     # One more step, differentiable: its derivative is the implicit derivative of the fit.
-    basis = _basis(fit, lmax)
+    state = _State(_projections(_diracs(fit, lmax), _target(signals[live], lmax)), None)  # carries the gradient
     damping = torch.full_like(fit.weights[:, 0, 0], _DAMPING)
-    fit = _apply(fit, _solve(fit, basis, signals[live], damping), basis)  # signals[live] carries the gradient
+    fit = _apply(fit, *_solve(fit, state, lmax, damping))
 
     order = torch.where(fit.mask, fit.weights[..., 0], -math.inf).argsort(dim=1, descending=True, stable=True)
     take = fit.mask.gather(1, order)  # [S', K]
@@ -338,9 +428,9 @@ def find_peaks(
     if signals.dim() != 3 or signals.shape[1] != 2:
         raise ValueError(f"signals must have shape (N, 2, (lmax+1)**2), got {tuple(signals.shape)}")
     check_finite(signals, "signals")
-    grid = sphere_grid(_lmax(signals), resolution, signals.dtype, signals.device)
+    detection = _detection(_lmax(signals), resolution, signals.dtype, torch.device(signals.device))
     parts = [
-        _find_chunk(signals[start : start + chunk_size], grid, threshold, relative_threshold, steps)
+        _find_chunk(signals[start : start + chunk_size], detection, threshold, relative_threshold, steps)
         for start in range(0, signals.shape[0], chunk_size)
     ]
     if not parts:
