@@ -1,4 +1,5 @@
-"""Symmetric k-means: the union of all optimal k-means partitions of each structure."""
+"""Symmetric k-means: clusters that never break a symmetry, exact (all optimal partitions) or
+greedy (Ward's agglomeration with tied merges taken together)."""
 
 import dataclasses
 import functools
@@ -7,6 +8,7 @@ from typing import Callable, Dict, Optional
 import torch
 
 from ._partitions import cached_set_partitions
+from ._ward import ward_labels
 
 __all__ = ["Clustering", "symmetric_kmeans"]
 
@@ -50,9 +52,10 @@ def symmetric_kmeans(
     max_points: Optional[int] = None,
     method: str = "exact",
 ) -> Clustering:
-    r"""Cluster each structure into the union of its optimal k-means partitions.
+    r"""Cluster each structure into at most ``k`` clusters without breaking a symmetry.
 
-    The weighted k-means cost of a partition is the weighted within-cluster sum of squared
+    With ``method="exact"`` the clusters are the union of the optimal k-means partitions. The
+    weighted k-means cost of a partition is the weighted within-cluster sum of squared
     distances to the weighted centroid, written with pairwise distances only,
     :math:`\sum_c \frac{1}{W_c} \sum_{i<j \in c} w_i w_j |x_i - x_j|^2`, and evaluated in
     float64. Every partition into exactly ``k`` clusters whose cost is within ``rtol``
@@ -60,9 +63,20 @@ def symmetric_kmeans(
     linked when some optimal partition puts them together, and the clusters are the connected
     components of these links. Degenerate optima of a symmetric structure therefore merge
     instead of one being picked arbitrarily (a square with ``k=2`` gives one cluster of 4),
-    so the result may have fewer than ``k`` clusters. The clustering is invariant under
-    rotations, inversion and translations, equivariant under permutations of the points, and
-    deterministic. No gradient flows through it.
+    so the result may have fewer than ``k`` clusters.
+
+    With ``method="ward"`` (for larger structures) every point starts as its own cluster and
+    clusters merge greedily by Ward's linkage: each round merges the pair whose merge raises
+    the k-means cost least, :math:`\frac{W_a W_b}{W_a + W_b} |c_a - c_b|^2`, together with
+    every pair within ``rtol`` of it (connected components, so tied merges of a symmetric
+    structure happen together), until at most ``k`` clusters are left. It is not always
+    optimal, and ties overshoot: a chain or ring of equal links merges as a whole in one
+    round (a straight line of four equally spaced points with ``k=2`` gives one cluster,
+    where ``"exact"`` gives two pairs). With ``k = n - 1`` both methods agree.
+
+    Either way the clustering is invariant under rotations, inversion and translations,
+    equivariant under permutations of the points, and deterministic; it is computed in
+    float64 and no gradient flows through it.
 
     Parameters
     ----------
@@ -77,12 +91,17 @@ def symmetric_kmeans(
         positive weight of each point (e.g. the number of atoms it stands for), shape
         ``(N,)``. ``None``: all ones.
     rtol : float
-        relative tolerance under which a partition counts as optimal.
+        relative tolerance under which a partition counts as optimal (``"exact"``) or a
+        merge as tied with the cheapest (``"ward"``).
     max_points : int, optional
-        largest structure accepted; ``None``: the method's own limit (10 for ``"exact"``).
+        largest structure accepted; ``None``: the method's own limit (10 for ``"exact"``,
+        none for ``"ward"``).
     method : str
-        how the optimal partitions are found: ``"exact"`` enumerates all set partitions into
-        ``k`` blocks (:math:`S(n, k)` of them, e.g. 42525 for ``n=10, k=5``).
+        ``"exact"`` enumerates all set partitions into ``k`` blocks (:math:`S(n, k)` of
+        them, e.g. 42525 for ``n=10, k=5``); ``"ward"`` pads the structures to the largest
+        ``n`` and does at most ``n - 1`` rounds of :math:`O(B n^2)` work (plus
+        :math:`O(B n^3 \log n)` for the components), one Python iteration per round for the
+        whole batch (about 10 ms per level for 64 QM9 molecules on one CPU thread).
 
     Returns
     -------
@@ -99,6 +118,8 @@ def symmetric_kmeans(
     >>> c = symmetric_kmeans(pos, batch, num_clusters=torch.tensor([2, 2]))
     >>> c.cluster, c.num_clusters, c.cluster_batch
     (tensor([0, 0, 0, 0, 1, 1, 2, 2]), 3, tensor([0, 1, 1]))
+    >>> symmetric_kmeans(pos, batch, num_clusters=torch.tensor([2, 2]), method="ward").cluster
+    tensor([0, 0, 0, 0, 1, 1, 1, 1])
     """
     if method not in _METHODS:
         raise ValueError(
@@ -130,6 +151,13 @@ def symmetric_kmeans(
             raise ValueError(f"weight must have shape ({num_points},), got {tuple(weight.shape)}")
         if not bool((weight > 0).all()):
             raise ValueError("weight must be positive")
+    limit = _METHODS[method].max_points if max_points is None else max_points
+    if limit is not None and int(counts.max()) > limit:
+        b = int((counts > limit).nonzero()[0])
+        raise ValueError(
+            f"symmetric_kmeans(method={method!r}): structure {b} has n={int(counts[b])} "
+            f"points, more than max_points={limit}{_METHODS[method].limit_reason}"
+        )
 
     with torch.no_grad():
         pos64 = pos.detach().to(torch.float64)
@@ -138,7 +166,7 @@ def symmetric_kmeans(
             if weight is None
             else weight.detach().to(torch.float64)
         )
-        labels = _METHODS[method](pos64, counts, num_clusters, w64, rtol, max_points)
+        labels = _METHODS[method].labels(pos64, counts, num_clusters, w64, rtol, _ATOL)
         return _number_clusters(labels, batch)
 
 
@@ -164,18 +192,9 @@ def _exact(
     num_clusters: torch.Tensor,
     weight: torch.Tensor,
     rtol: float,
-    max_points: Optional[int],
+    atol: float,
 ) -> torch.Tensor:
     """Exact method: labels (N,) (lowest point of the cluster) from float64 inputs."""
-    limit = _EXACT_MAX_POINTS if max_points is None else max_points
-    too_big = (counts > limit).nonzero().flatten()
-    if too_big.numel() > 0:
-        b = int(too_big[0])
-        raise ValueError(
-            f"symmetric_kmeans(method='exact'): structure {b} has n={int(counts[b])} points, "
-            f"more than max_points={limit}; exact enumeration of the S(n, k) set partitions "
-            "grows too fast beyond that"
-        )
     ptr = torch.cumsum(counts, 0) - counts  # first point of each structure
     labels = torch.empty(pos.shape[0], dtype=torch.long, device=pos.device)
     groups, group_of = torch.unique(
@@ -186,13 +205,13 @@ def _exact(
         chunk = max(1, _MAX_TERMS // (cached_set_partitions(n, k).shape[0] * k))
         for s in structures.split(chunk):
             index = ptr[s, None] + torch.arange(n, device=pos.device)  # (G, n)
-            lowest = _optimal_components(pos[index], weight[index], k, rtol)
+            lowest = _optimal_components(pos[index], weight[index], k, rtol, atol)
             labels[index] = ptr[s, None] + lowest
     return labels
 
 
 def _optimal_components(
-    pos: torch.Tensor, weight: torch.Tensor, k: int, rtol: float
+    pos: torch.Tensor, weight: torch.Tensor, k: int, rtol: float, atol: float
 ) -> torch.Tensor:
     """Lowest point of each point's component, shape (G, n), for G structures of n points."""
     num_structures, n, _ = pos.shape
@@ -204,7 +223,7 @@ def _optimal_components(
     cost = (block_sum / block_weight).view(num_structures, -1, k).sum(-1)  # (G, P)
     inertia = x.sum(-1) / weight.sum(-1)  # cost of a single cluster, (G,)
     best = cost.min(-1).values
-    optimal = cost <= (best * (1 + rtol) + _ATOL * inertia)[:, None]
+    optimal = cost <= (best * (1 + rtol) + atol * inertia)[:, None]
     # pairs together in some optimal partition, (G, pairs)
     linked = (optimal.to(x.dtype).repeat_interleave(k, 1) @ pair_block.T) > 0
     adjacency = torch.eye(n, dtype=torch.bool, device=pos.device).repeat(num_structures, 1, 1)
@@ -238,7 +257,21 @@ def _tables(n: int, k: int, device: torch.device):
     )
 
 
-# name -> function(pos64 (N, 3), counts (B,), num_clusters (B,), weight64 (N,), rtol,
-# max_points) returning labels (N,): equal labels for points of one cluster, and a cluster
-# never spans two structures.
-_METHODS: Dict[str, Callable[..., torch.Tensor]] = {"exact": _exact}
+@dataclasses.dataclass(frozen=True)
+class _Method:
+    # labels(pos64 (N, 3), counts (B,), num_clusters (B,), weight64 (N,), rtol, atol) returns
+    # labels (N,): equal for the points of one cluster, and a cluster never spans two
+    # structures.
+    labels: Callable[..., torch.Tensor]
+    max_points: Optional[int]  # default limit on a structure's size; None: no limit
+    limit_reason: str = ""
+
+
+_METHODS: Dict[str, _Method] = {
+    "exact": _Method(
+        _exact,
+        _EXACT_MAX_POINTS,
+        "; exact enumeration of the S(n, k) set partitions grows too fast beyond that",
+    ),
+    "ward": _Method(ward_labels, None),
+}

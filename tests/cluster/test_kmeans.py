@@ -55,6 +55,9 @@ SYMMETRIC = {
 }
 
 
+METHODS = ["exact", "ward"]
+
+
 def member_sets(clustering: Clustering) -> set:
     """The clusters as a set of frozensets of point indices."""
     out = {}
@@ -167,13 +170,16 @@ def test_tetris(name):
         assert member_sets(single(pos, k)) == brute_force(pos, k)
 
 
+@pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("name", SYMMETRIC)
-def test_symmetry_preserved(name):
+def test_symmetry_preserved(name, method):
     pos = SYMMETRIC[name]
     perms = symmetry_permutations(pos)
     assert perms.shape[0] > 1
     for k in range(1, pos.shape[0] + 1):
-        clusters = member_sets(single(pos, k))
+        c = single(pos, k, method=method)
+        assert c.num_clusters <= k
+        clusters = member_sets(c)
         for perm in perms.tolist():
             assert {frozenset(perm[i] for i in m) for m in clusters} == clusters, (name, k, perm)
 
@@ -198,42 +204,48 @@ def test_brute_force_random():
             assert member_sets(single(pos, k, weight=weight)) == brute_force(pos, k, weight)
 
 
+@pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_e3_invariance_random(dtype):
+def test_e3_invariance_random(dtype, method):
     generator = torch.Generator().manual_seed(1)
     for n in range(2, 9):
         pos = torch.randn(n, 3, generator=generator, dtype=torch.float64).to(dtype)
         shift = 10 * torch.randn(3, generator=generator).to(dtype)
         moved = pos @ random_orthogonal(generator, dtype).T + shift
         for k in range(1, n + 1):
-            assert member_sets(single(pos, k)) == member_sets(single(moved, k)), (n, k)
+            before = member_sets(single(pos, k, method=method))
+            assert before == member_sets(single(moved, k, method=method)), (n, k)
 
 
+@pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_e3_invariance_symmetric(dtype):
+def test_e3_invariance_symmetric(dtype, method):
     generator = torch.Generator().manual_seed(2)
     tetris = [torch.tensor(p, dtype=torch.float64) for p in TETRIS.values()]
     for pos in list(SYMMETRIC.values()) + tetris:
         shift = 10 * torch.randn(3, generator=generator, dtype=torch.float64)
         moved = pos @ random_orthogonal(generator).T + shift
         for k in range(1, pos.shape[0] + 1):
-            assert member_sets(single(pos.to(dtype), k)) == member_sets(single(moved.to(dtype), k))
+            before = member_sets(single(pos.to(dtype), k, method=method))
+            assert before == member_sets(single(moved.to(dtype), k, method=method))
 
 
-def test_permutation_equivariance():
+@pytest.mark.parametrize("method", METHODS)
+def test_permutation_equivariance(method):
     generator = torch.Generator().manual_seed(3)
     for pos in [torch.randn(7, 3, generator=generator, dtype=torch.float64), SYMMETRIC["hexagon"]]:
         n = pos.shape[0]
         weight = torch.rand(n, generator=generator, dtype=torch.float64) + 0.5
         perm = torch.randperm(n, generator=generator)
         for k in range(1, n + 1):
-            before = member_sets(single(pos, k, weight=weight))
-            after = member_sets(single(pos[perm], k, weight=weight[perm]))
+            before = member_sets(single(pos, k, weight=weight, method=method))
+            after = member_sets(single(pos[perm], k, weight=weight[perm], method=method))
             # point i of the permuted input is point perm[i] of the original
             assert {frozenset(perm[i].item() for i in m) for m in after} == before
 
 
-def test_batched_equals_single():
+@pytest.mark.parametrize("method", METHODS)
+def test_batched_equals_single(method):
     generator = torch.Generator().manual_seed(4)
     sizes = [4, 6, 1, 6, 3, 4, 6]
     ks = [2, 3, 1, 3, 2, 4, 2]
@@ -242,10 +254,10 @@ def test_batched_equals_single():
     pieces[3] = SYMMETRIC["hexagon"]
     batch = torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes))
     weight = torch.rand(sum(sizes), generator=generator, dtype=torch.float64) + 0.5
-    c = symmetric_kmeans(torch.cat(pieces), batch, torch.tensor(ks), weight=weight)
+    c = symmetric_kmeans(torch.cat(pieces), batch, torch.tensor(ks), weight=weight, method=method)
     offset, first_cluster = 0, 0
     for b, (pos, k) in enumerate(zip(pieces, ks)):
-        alone = single(pos, k, weight=weight[offset : offset + len(pos)])
+        alone = single(pos, k, weight=weight[offset : offset + len(pos)], method=method)
         assert (c.cluster[offset : offset + len(pos)] - first_cluster == alone.cluster).all()
         assert (c.cluster_batch[first_cluster : first_cluster + alone.num_clusters] == b).all()
         offset += len(pos)
@@ -289,7 +301,7 @@ def test_errors():
         symmetric_kmeans(pos, batch, torch.tensor([2, 5]))
     with pytest.raises(ValueError, match=r"structure 1 has n=11 points, more than max_points=6"):
         symmetric_kmeans(pos, batch, torch.tensor([2, 5]), max_points=6)
-    with pytest.raises(ValueError, match=r"unknown method 'nope', valid methods: \['exact'\]"):
+    with pytest.raises(ValueError, match=r"method 'nope', valid methods: \['exact', 'ward'\]"):
         symmetric_kmeans(pos, batch, torch.tensor([2, 5]), method="nope")
     with pytest.raises(ValueError, match=r"structure 0 has n=4 points and k=5"):
         symmetric_kmeans(pos, batch, torch.tensor([5, 5]))
@@ -317,7 +329,8 @@ def test_cluster_centroids():
     assert centres.dtype == total.dtype == torch.float32 and total.tolist() == [2.0, 3.0, 1.0]
 
 
-def test_pooling_to_one_point():
+@pytest.mark.parametrize("method", METHODS)
+def test_pooling_to_one_point(method):
     """Recursive pooling with the clusters' centroids and weights reaches one point."""
     generator = torch.Generator().manual_seed(6)
     pos = torch.randn(17, 3, generator=generator)
@@ -327,7 +340,7 @@ def test_pooling_to_one_point():
         counts = torch.bincount(batch)
         if (counts == 1).all():
             break
-        c = symmetric_kmeans(pos, batch, (counts + 1) // 2, weight=weight)
+        c = symmetric_kmeans(pos, batch, (counts + 1) // 2, weight=weight, method=method)
         pos, weight = cluster_centroids(pos, c.cluster, c.num_clusters, weight)
         batch = c.cluster_batch
     assert (torch.bincount(batch) == 1).all()

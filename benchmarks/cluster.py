@@ -1,0 +1,122 @@
+"""Time symmetric_kmeans(method="ward") on QM9 batches through the pooling hierarchy, with
+statistics of the clusters it makes.
+
+Molecules are read straight from qm9pack's CSVs (column XYZ_Ang; qm9pack is located, not
+imported), every ``--stride``-th row of each part, so all sizes 3-29 appear. Each batch of
+``--batch`` molecules is pooled as the model does: ``ceil(0.5 n)`` clusters per level, one at
+the last (5 levels for 29 atoms), weighted by the atoms each point stands for. Per level:
+median time per batch, how often a structure ends with fewer than ``k`` clusters, and the
+sizes of the clusters (points merged, atoms stood for).
+
+    python benchmarks/cluster.py [--molecules 640] [--batch 64] [--repeats 5] [--device cpu]
+"""
+
+import argparse
+import collections
+import csv
+import importlib.util
+import json
+import math
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from geoae.cluster import cluster_centroids, symmetric_kmeans
+
+RATIO, LEVELS = 0.5, 5
+
+
+def load_qm9(num_molecules: int, stride: int):
+    spec = importlib.util.find_spec("qm9pack")
+    if spec is None:
+        sys.exit("qm9pack is not installed")
+    folder = Path(list(spec.submodule_search_locations)[0]) / "data"
+    csv.field_size_limit(10**8)
+    molecules = []
+    for part in sorted(folder.glob("qm9_part*.csv")):
+        with open(part, newline="") as f:
+            for row_number, row in enumerate(csv.DictReader(f)):
+                if row_number % stride == 0:
+                    molecules.append(torch.tensor(json.loads(row["XYZ_Ang"]), dtype=torch.float64))
+    generator = torch.Generator().manual_seed(0)
+    order = torch.randperm(len(molecules), generator=generator)[:num_molecules]
+    return [molecules[i] for i in order.tolist()]
+
+
+def pool(pos, batch, method, record=None):
+    """The hierarchy's levels; ``record(level, k, clustering, weight)`` sees each one."""
+    weight = torch.ones_like(pos[:, 0])
+    times = []
+    for level in range(LEVELS):
+        counts = torch.bincount(batch)
+        k = torch.ones_like(counts) if level == LEVELS - 1 else torch.ceil(RATIO * counts).long()
+        t0 = time.perf_counter()
+        c = symmetric_kmeans(pos, batch, k, weight=weight, method=method)
+        if pos.is_cuda:
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+        if record is not None:
+            record(level, counts, k, c, weight)
+        pos, weight = cluster_centroids(pos, c.cluster, c.num_clusters, weight)
+        batch = c.cluster_batch
+    return times
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--molecules", type=int, default=640)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--stride", type=int, default=50)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--method", default="ward")
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    molecules = load_qm9(args.molecules, args.stride)
+    sizes = [len(m) for m in molecules]
+    print(f"{len(molecules)} QM9 molecules, {min(sizes)}-{max(sizes)} atoms (mean "
+          f"{statistics.mean(sizes):.1f}); batches of {args.batch}; torch threads "
+          f"{torch.get_num_threads()}; device {device}", flush=True)
+
+    under = collections.Counter()  # (level) -> structures with fewer than k clusters
+    seen = collections.Counter()
+    merged = collections.defaultdict(collections.Counter)  # level -> points per cluster
+    atoms = collections.defaultdict(list)  # level -> atoms per cluster
+    level_times = collections.defaultdict(list)
+    shortfall = collections.defaultdict(list)  # level -> k - clusters, where positive
+
+    def record(level, counts, k, c, weight):
+        got = torch.bincount(c.cluster_batch, minlength=len(counts))
+        seen[level] += len(counts)
+        under[level] += int((got < k).sum())
+        shortfall[level] += (k - got)[got < k].tolist()
+        merged[level].update(torch.bincount(c.cluster, minlength=c.num_clusters).tolist())
+        atoms[level] += torch.zeros(c.num_clusters, dtype=weight.dtype).index_add_(0, c.cluster, weight.cpu()).tolist()
+
+    for start in range(0, len(molecules), args.batch):
+        chunk = molecules[start : start + args.batch]
+        pos = torch.cat(chunk).to(device)
+        batch = torch.repeat_interleave(torch.arange(len(chunk)), torch.tensor([len(m) for m in chunk])).to(device)
+        pool(pos.cpu(), batch.cpu(), args.method, record)  # statistics (and warm-up)
+        runs = [pool(pos, batch, args.method) for _ in range(args.repeats)]
+        for level in range(LEVELS):
+            level_times[level].append(statistics.median(r[level] for r in runs))
+
+    print("\nlevel  ms/batch (median over batches; min-max)  under k  shortfall (k - C)  "
+          "points/cluster  atoms/cluster (mean, max)")
+    for level in range(LEVELS):
+        t = [1e3 * x for x in level_times[level]]
+        gap = collections.Counter(shortfall[level])
+        sizes = dict(sorted(merged[level].items()))
+        print(f"{level:5d}  {statistics.median(t):6.2f} ({min(t):.2f}-{max(t):.2f})"
+              f"  {under[level]:4d}/{seen[level]}  {dict(sorted(gap.items()))}  {sizes}"
+              f"  {statistics.mean(atoms[level]):.2f}, {max(atoms[level]):.0f}", flush=True)
+    total = [sum(level_times[level][b] for level in range(LEVELS)) * 1e3 for b in range(len(level_times[0]))]
+    print(f"\nall {LEVELS} levels: {statistics.median(total):.2f} ms per batch of {args.batch} (median)")
+
+
+if __name__ == "__main__":
+    main()
