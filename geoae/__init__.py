@@ -6,8 +6,8 @@
 400
 """
 
-from geoae.model import Autoencoder, load
+from geoae.model import Autoencoder, load, save
 
 __version__ = "0.1.0"
 
-__all__ = ["Autoencoder", "load"]
+__all__ = ["Autoencoder", "load", "save"]

@@ -1,6 +1,8 @@
 """``geoae-train``: train an autoencoder from the hydra configs in ``conf/`` and evaluate it.
 
-``train(cfg)`` does the work and can be called from tests; ``main`` is the hydra entry point.
+``geoae-train resume=outputs/<run>`` continues a run from its ``checkpoints/last.ckpt`` (add
+``hydra.run.dir=outputs/<run>`` to keep writing into the same folder; ``metrics.csv`` is
+appended to). ``train(cfg)`` does the work and can be called from tests; ``main`` is the hydra entry point.
 A run writes to its folder (``outputs/<date>/<time>/``, or ``outputs/multirun/.../<n>/``):
 ``config.yaml`` (resolved), ``checkpoints/last.ckpt`` and ``model.ckpt``, ``metrics.csv``
 (lightning's log), ``metrics.json``, ``loss_curves.png`` and ``reconstructions.png``.
@@ -8,20 +10,14 @@ A run writes to its folder (``outputs/<date>/<time>/``, or ``outputs/multirun/..
 
 from __future__ import annotations
 
-import inspect
 import json
-import os
-import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 import hydra
 import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import InstantiationException
-from hydra.utils import get_object, instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from omegaconf import DictConfig, OmegaConf
@@ -31,29 +27,9 @@ from geoae.data import to_atoms
 
 from geoae.plotting import plot_loss_curves, plot_reconstructions
 
-__all__ = ["build", "main", "train", "write_json"]
+from ._common import CONFIG_DIR, build, evaluate_model, write_json
 
-
-def write_json(path: Path, obj: Any) -> None:
-    """Write ``obj`` as JSON through a temporary file and a rename (never half-written)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2)
-    os.replace(tmp, path)
-
-
-def build(node: DictConfig, **kwargs):
-    """``hydra.utils.instantiate`` whose error for an unknown option lists the valid ones."""
-    target = get_object(node._target_)
-    valid = inspect.signature(target).parameters
-    if not any(p.kind is p.VAR_KEYWORD for p in valid.values()):
-        unknown = sorted(set(node) - {"_target_", "_partial_", "_recursive_", "_convert_"} - set(valid))
-        if unknown:
-            raise ValueError(f"{node._target_}: unknown option(s) {unknown}; valid options: {sorted(valid)}")
-    try:
-        return instantiate(node, **kwargs)
-    except InstantiationException as error:
-        raise ValueError(f"{node._target_}: {error}") from error
+__all__ = ["main", "train"]
 
 
 def train(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
@@ -75,15 +51,22 @@ def train(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
         cfg.trainer,
         default_root_dir=str(out),
         logger=CSVLogger(str(out), name="", version=""),
-        callbacks=[ModelCheckpoint(dirpath=str(out / "checkpoints"), save_last=True, save_top_k=0)],
+        callbacks=[
+            ModelCheckpoint(
+                dirpath=str(out / "checkpoints"),
+                save_last=True,
+                save_top_k=0,
+                every_n_train_steps=cfg.get("checkpoint_every_n_steps"),
+            )
+        ],
     )
     start = time.perf_counter()
-    trainer.fit(module, datamodule=datamodule)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=_resume_checkpoint(cfg.get("resume")))
     training_seconds = time.perf_counter() - start
     trainer.save_checkpoint(str(out / "model.ckpt"))
 
     start = time.perf_counter()
-    metrics = build(cfg.evaluation, model=model)
+    metrics = evaluate_model(cfg.evaluation, model, datamodule, out)
     metrics["evaluation_seconds"] = time.perf_counter() - start
     metrics["training"] = {
         "seconds": training_seconds,
@@ -99,9 +82,16 @@ def train(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
     return metrics
 
 
-# The configs live in the repository's conf/ (geoae-train runs from a source checkout, installed
-# with `pip install -e .`); hydra takes an absolute config path.
-CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+def _resume_checkpoint(resume: str | None) -> str | None:
+    """The checkpoint to resume from: ``resume`` itself, or a run folder's ``checkpoints/last.ckpt``."""
+    if resume is None:
+        return None
+    path = Path(resume)
+    if path.is_dir():
+        path = path / "checkpoints" / "last.ckpt"
+    if not path.is_file():
+        raise FileNotFoundError(f"resume={resume}: no checkpoint at {path}")
+    return str(path)
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import ase
 import ase.io
 from torch_geometric.data import Data
+
+from geoae._atomic import atomic_path
 
 from ._structures import StructureError, from_atoms, to_atoms
 
@@ -71,11 +72,5 @@ def write_structures(path: str | os.PathLike, structures: list[ase.Atoms] | Data
     path = Path(path)
     images = to_atoms(structures) if isinstance(structures, Data) else list(structures)
     format = format or ase.io.formats.filetype(path, read=False)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         ase.io.write(tmp, images, format=format)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

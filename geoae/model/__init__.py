@@ -2,7 +2,7 @@
 
 from ._autoencoder import Autoencoder
 from ._bloom import BloomHead, QuadraticLinear
-from ._checkpoint import CHECKPOINT_KEY, load
+from ._checkpoint import CHECKPOINT_KEY, PRETRAINED, load, save
 from ._decoder import BloomPrediction, Decoded, Decoder, merge_duplicates
 from ._encoder import Combine, Encoder
 from ._hierarchy import Hierarchy, build_hierarchy, num_levels_for
@@ -17,9 +17,11 @@ __all__ = [
     "Decoder",
     "Encoder",
     "Hierarchy",
+    "PRETRAINED",
     "QuadraticLinear",
     "build_hierarchy",
     "load",
     "merge_duplicates",
     "num_levels_for",
+    "save",
 ]

@@ -53,6 +53,9 @@ class Autoencoder(torch.nn.Module):
         signal_lmax: degree of the children's spherical signals (at most ``2 * lmax``).
         r_max: cutoff of the convolutions' neighbour graphs (length units of the data).
         pool_ratio: each pooling level keeps ``ceil(pool_ratio * n)`` clusters.
+        cluster: how each level clusters, a ``method`` of
+            :func:`geoae.cluster.symmetric_kmeans` (``"exact"`` enumerates partitions, up to
+            10 points per structure).
         convs_per_level: convolutions before each pooling and each unpooling.
         min_radius: a child closer than this to its parent is the parent's centre child; the
             convolutions fade directions in over this length (continuous at zero length).
@@ -72,6 +75,7 @@ class Autoencoder(torch.nn.Module):
         signal_lmax: int = 4,
         r_max: float = 3.5,
         pool_ratio: float = 0.5,
+        cluster: str = "exact",
         convs_per_level: int = 1,
         min_radius: float = 0.1,
         merge_radius: float = 0.3,
@@ -85,7 +89,7 @@ class Autoencoder(torch.nn.Module):
         self.config = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
         self.config["species"] = [int(s) for s in species]
         self.species = list(self.config["species"])
-        self.max_atoms, self.pool_ratio = max_atoms, pool_ratio
+        self.max_atoms, self.pool_ratio, self.cluster = max_atoms, pool_ratio, cluster
         self.num_levels = num_levels_for(max_atoms, pool_ratio)
         self.min_radius = min_radius
         self.signal_lmax = signal_lmax
@@ -151,7 +155,7 @@ class Autoencoder(torch.nn.Module):
         with torch.no_grad():
             pos = batch.pos.double()
             pos = (pos - scatter(pos, batch.batch, dim=0, reduce="mean")[batch.batch]).to(batch.pos.dtype)
-            return build_hierarchy(pos, batch.batch, self.num_levels, self.pool_ratio)
+            return build_hierarchy(pos, batch.batch, self.num_levels, self.pool_ratio, self.cluster)
 
     # ------------------------------------------------------------------ API
     def encode(self, structures: Structures) -> torch.Tensor:

@@ -51,12 +51,14 @@ def num_levels_for(max_atoms: int, ratio: float) -> int:
     return levels
 
 
-def build_hierarchy(pos: torch.Tensor, batch: torch.Tensor, num_levels: int, ratio: float) -> Hierarchy:
+def build_hierarchy(
+    pos: torch.Tensor, batch: torch.Tensor, num_levels: int, ratio: float, method: str = "exact"
+) -> Hierarchy:
     """Pool ``pos`` (N, 3) of structures ``batch`` (N,) ``num_levels`` times.
 
     Each level clusters the current points of each structure into ``ceil(ratio * n)``
-    clusters (one at the last level) with :func:`geoae.cluster.symmetric_kmeans`, weighted
-    by the number of atoms each point stands for; degenerate optima merge, so a symmetric
+    clusters (one at the last level) with :func:`geoae.cluster.symmetric_kmeans` (its
+    ``method``), weighted by the number of atoms each point stands for; degenerate optima merge, so a symmetric
     structure pools faster and is never cut arbitrarily. A structure already at one point
     stays there (its one point is its own cluster).
     """
@@ -65,7 +67,7 @@ def build_hierarchy(pos: torch.Tensor, batch: torch.Tensor, num_levels: int, rat
     for level in range(num_levels):
         counts = torch.bincount(levels_batch[-1])
         k = torch.ones_like(counts) if level == num_levels - 1 else torch.ceil(ratio * counts).long().clamp(min=1)
-        clustering = symmetric_kmeans(levels_pos[-1], levels_batch[-1], k, weight=levels_weight[-1])
+        clustering = symmetric_kmeans(levels_pos[-1], levels_batch[-1], k, weight=levels_weight[-1], method=method)
         centres, weight = cluster_centroids(
             levels_pos[-1], clustering.cluster, clustering.num_clusters, levels_weight[-1]
         )

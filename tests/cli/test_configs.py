@@ -10,7 +10,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from geoae.cli.train import build, train
+from geoae.cli._common import build
+from geoae.cli.train import train
 
 CONF = str(Path(__file__).resolve().parents[2] / "conf")
 GROUPS = {group: sorted(p.stem for p in (Path(CONF) / group).glob("*.yaml")) for group in ("data", "model", "trainer", "evaluation", "experiment")}
@@ -67,3 +68,29 @@ def test_train_writes_a_run(tmp_path):
 
     model = geoae.load(tmp_path / "model.ckpt")
     assert model.decode(model.encode([ase.Atoms("C2", positions=[[0, 0, 0], [0, 0, 1.5]])]))[0] is not None
+
+
+def test_an_interrupted_run_resumes_from_its_last_checkpoint(tmp_path, monkeypatch):
+    from geoae.training import AutoencoderModule
+
+    cfg = compose_config(TINY + ["data.repeat=2", "trainer.max_epochs=2", "checkpoint_every_n_steps=1", "trainer.check_val_every_n_epoch=1", "evaluation.rotations=1"])
+    original = AutoencoderModule.training_step
+
+    def crash_at_step_2(self, batch, batch_idx):
+        if self.global_step == 2:
+            raise RuntimeError("the machine went away")
+        return original(self, batch, batch_idx)
+
+    monkeypatch.setattr(AutoencoderModule, "training_step", crash_at_step_2)
+    with pytest.raises(RuntimeError, match="went away"):
+        train(cfg, output_dir=tmp_path / "run")
+    monkeypatch.setattr(AutoencoderModule, "training_step", original)
+    import torch
+
+    assert torch.load(tmp_path / "run/checkpoints/last.ckpt", weights_only=False)["global_step"] == 2
+    cfg.resume = str(tmp_path / "run")
+    metrics = train(cfg, output_dir=tmp_path / "run")
+    assert metrics["training"]["steps"] == 4  # 2 steps before the crash, 2 after
+    cfg.resume = str(tmp_path / "nowhere")
+    with pytest.raises(FileNotFoundError, match="no checkpoint at"):
+        train(cfg, output_dir=tmp_path / "other")

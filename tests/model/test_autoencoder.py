@@ -5,8 +5,10 @@ import pytest
 import torch
 from e3nn import o3
 
+from geoae.metrics import matched_rmsd
+
 from geoae.data import tetris
-from geoae.model import Autoencoder, build_hierarchy, load, merge_duplicates
+from geoae.model import PRETRAINED, Autoencoder, build_hierarchy, load, merge_duplicates, save
 from tests.utils.equivariance import default_dtype
 from tests.utils.model import ModelTests
 
@@ -90,6 +92,35 @@ def test_loading_a_file_that_is_not_a_checkpoint(tmp_path):
         load(tmp_path / "other.ckpt")
     with pytest.raises(FileNotFoundError, match="missing.ckpt: no such checkpoint"):
         load(tmp_path / "missing.ckpt")
+    with pytest.raises(FileNotFoundError, match=r"qm8: no such checkpoint file, and not a pretrained model; pretrained models: \['qm9', 'tetris'\]"):
+        load("qm8")
+
+
+def test_save_then_load_gives_the_same_model(tmp_path):
+    torch.manual_seed(0)
+    model = Autoencoder(**SMALL)
+    for p in model.parameters():  # zero-initialised weights too, so no check passes on zeros
+        torch.nn.init.normal_(p, std=0.1)
+    save(model, tmp_path / "model.pt")
+    assert [p.name for p in tmp_path.iterdir()] == ["model.pt"]  # no temporary file left
+    again = load(tmp_path / "model.pt")
+    structures = tetris()
+    assert torch.equal(again.encode(structures), model.encode(structures))
+
+
+@pytest.mark.parametrize("name", sorted(PRETRAINED))
+def test_pretrained_models_load_by_name_and_reconstruct_their_data(name):
+    model = load(name)
+    if name == "tetris":
+        structures = tetris()
+    else:
+        structures = [ase.Atoms("CH4", positions=[[0, 0, 0], [0.63, 0.63, 0.63], [-0.63, -0.63, 0.63], [-0.63, 0.63, -0.63], [0.63, -0.63, -0.63]])]
+    decoded = model.reconstruct(structures)
+    assert len(decoded) == len(structures)
+    if name == "tetris":  # the shipped tetris model reconstructs every shape
+        for data, atoms in zip(structures, decoded):
+            assert len(atoms) == data.num_nodes
+            assert matched_rmsd(atoms.positions, atoms.numbers, data.pos.double().numpy(), data.z.numpy()) < 0.05
 
 
 def test_latent_has_both_parities_and_mirror_images_differ_in_invariants():
