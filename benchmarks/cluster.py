@@ -8,7 +8,8 @@ the last (5 levels for 29 atoms), weighted by the atoms each point stands for. P
 median time per batch, how often a structure ends with fewer than ``k`` clusters, and the
 sizes of the clusters (points merged, atoms stood for).
 
-    python benchmarks/cluster.py [--molecules 640] [--batch 64] [--repeats 5] [--device cpu]
+    python benchmarks/cluster.py [--molecules 640] [--batch 64] [--repeats 5] [--rtol 1e-4]
+                                 [--min-atoms 1] [--stride 50] [--device cpu]
 """
 
 import argparse
@@ -29,7 +30,7 @@ from geoae.cluster import cluster_centroids, symmetric_kmeans
 RATIO, LEVELS = 0.5, 5
 
 
-def load_qm9(num_molecules: int, stride: int):
+def load_qm9(num_molecules: int, stride: int, min_atoms: int = 1):
     spec = importlib.util.find_spec("qm9pack")
     if spec is None:
         sys.exit("qm9pack is not installed")
@@ -39,14 +40,14 @@ def load_qm9(num_molecules: int, stride: int):
     for part in sorted(folder.glob("qm9_part*.csv")):
         with open(part, newline="") as f:
             for row_number, row in enumerate(csv.DictReader(f)):
-                if row_number % stride == 0:
+                if row_number % stride == 0 and int(row["N_atoms"]) >= min_atoms:
                     molecules.append(torch.tensor(json.loads(row["XYZ_Ang"]), dtype=torch.float64))
     generator = torch.Generator().manual_seed(0)
     order = torch.randperm(len(molecules), generator=generator)[:num_molecules]
     return [molecules[i] for i in order.tolist()]
 
 
-def pool(pos, batch, method, record=None):
+def pool(pos, batch, method, rtol, record=None):
     """The hierarchy's levels; ``record(level, k, clustering, weight)`` sees each one."""
     weight = torch.ones_like(pos[:, 0])
     times = []
@@ -54,7 +55,7 @@ def pool(pos, batch, method, record=None):
         counts = torch.bincount(batch)
         k = torch.ones_like(counts) if level == LEVELS - 1 else torch.ceil(RATIO * counts).long()
         t0 = time.perf_counter()
-        c = symmetric_kmeans(pos, batch, k, weight=weight, method=method)
+        c = symmetric_kmeans(pos, batch, k, weight=weight, rtol=rtol, method=method)
         if pos.is_cuda:
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
@@ -70,16 +71,18 @@ def main():
     parser.add_argument("--molecules", type=int, default=640)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--stride", type=int, default=50)
+    parser.add_argument("--min-atoms", type=int, default=1, help="e.g. 25: the slowest batches")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--method", default="ward")
+    parser.add_argument("--rtol", type=float, default=1e-4, help="tolerance of ties")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     device = torch.device(args.device)
-    molecules = load_qm9(args.molecules, args.stride)
+    molecules = load_qm9(args.molecules, args.stride, args.min_atoms)
     sizes = [len(m) for m in molecules]
     print(f"{len(molecules)} QM9 molecules, {min(sizes)}-{max(sizes)} atoms (mean "
-          f"{statistics.mean(sizes):.1f}); batches of {args.batch}; torch threads "
-          f"{torch.get_num_threads()}; device {device}", flush=True)
+          f"{statistics.mean(sizes):.1f}); batches of {args.batch}; rtol {args.rtol}; "
+          f"torch threads {torch.get_num_threads()}; device {device}", flush=True)
 
     under = collections.Counter()  # (level) -> structures with fewer than k clusters
     seen = collections.Counter()
@@ -100,8 +103,8 @@ def main():
         chunk = molecules[start : start + args.batch]
         pos = torch.cat(chunk).to(device)
         batch = torch.repeat_interleave(torch.arange(len(chunk)), torch.tensor([len(m) for m in chunk])).to(device)
-        pool(pos.cpu(), batch.cpu(), args.method, record)  # statistics (and warm-up)
-        runs = [pool(pos, batch, args.method) for _ in range(args.repeats)]
+        pool(pos.cpu(), batch.cpu(), args.method, args.rtol, record)  # statistics, warm-up
+        runs = [pool(pos, batch, args.method, args.rtol) for _ in range(args.repeats)]
         for level in range(LEVELS):
             level_times[level].append(statistics.median(r[level] for r in runs))
 
