@@ -1,0 +1,100 @@
+"""evaluate_molecules: free-running reconstruction of molecules, summary, records and figures."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from ase.build import molecule
+from torch_geometric.loader import DataLoader
+from torch_geometric.utils import scatter
+
+from geoae.data import StructureDataModule, from_atoms
+from geoae.evaluation import evaluate_molecules, reconstruct_molecules
+from geoae.model import Autoencoder, Decoded
+
+NAMES = ["CH4", "H2O", "NH3", "C2H2", "HCN"]  # 5, 3, 4, 4, 3 atoms
+SUMMARY_KEYS = {"num_structures", "rmsd_threshold", "right_atoms", "right_composition", "bonds_identical", "exact",
+                "stable", "atom_stable", "input_stable", "input_atom_stable", "rmsd", "by_size"}
+RMSD_KEYS = {"count", "median", "mean", "q90", "q99", "max"}
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    model = Autoencoder(species=[1, 6, 7, 8, 9], max_atoms=5, lmax=1, mul=2, latent_lmax=1, latent_mul=2, signal_lmax=2)
+    with torch.no_grad():  # draw zero-initialised heads at random, so that the decoder decodes something
+        for parameter in model.parameters():
+            if parameter.numel() and not parameter.any():
+                parameter.normal_()
+    return model
+
+
+@pytest.fixture
+def molecules():
+    return [molecule(name) for name in NAMES]
+
+
+def test_random_model_runs_and_report_has_the_documented_keys(model, molecules, tmp_path):
+    summary = evaluate_molecules(model, molecules, output_dir=tmp_path, batch_size=2, num_examples=3, progress=False)
+    assert set(summary) == SUMMARY_KEYS and set(summary["rmsd"]) == RMSD_KEYS
+    assert summary["num_structures"] == 5 and summary["input_stable"] == 1.0 and summary["input_atom_stable"] == 1.0
+    assert {k: v["num_structures"] for k, v in summary["by_size"].items()} == {"3": 2, "4": 2, "5": 1}
+    assert set(summary["by_size"]["4"]) == SUMMARY_KEYS - {"by_size", "rmsd_threshold"}
+    written = json.loads((tmp_path / "molecules.json").read_text())
+    assert written["summary"] == summary
+    assert written["records"]["num_atoms"] == [5, 3, 4, 4, 3] and len(written["records"]["exact"]) == 5
+    for name in ("molecules_by_size.png", "molecules_rmsd.png", "molecules_examples.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary file left
+
+
+def _fake_decoder(monkeypatch, model, shift=0.0):
+    """Make ``model`` decode each input exactly (centred, atoms in reverse order), plus ``shift``."""
+    seen = {}
+
+    def encode(batch):
+        seen["batch"] = batch
+        return torch.zeros(batch.num_graphs, model.latent_irreps.dim)
+
+    def decode_tensors(latent):
+        batch = seen["batch"]
+        mean = scatter(batch.pos, batch.batch, dim=0, reduce="mean")
+        pos = batch.pos - mean[batch.batch] + torch.tensor([shift, 0.0, 0.0], dtype=batch.pos.dtype)
+        order = torch.from_numpy(np.lexsort((-np.arange(batch.num_nodes), batch.batch.numpy())))
+        return Decoded(pos[order], model._species_index[batch.z][order], batch.batch[order], batch.num_graphs)
+
+    monkeypatch.setattr(model, "encode", encode)
+    monkeypatch.setattr(model, "decode_tensors", decode_tensors)
+
+
+@pytest.mark.parametrize("wrap", ["atoms", "data", "loader", "datamodule"])
+def test_perfect_decoder_is_exact_whatever_the_input_form(model, molecules, monkeypatch, wrap):
+    _fake_decoder(monkeypatch, model)
+    for atoms in molecules:
+        atoms.positions += np.random.default_rng(0).normal(size=3) * 5  # off the origin: the input is centred
+    data = [from_atoms(a) for a in molecules]
+    if wrap == "datamodule":
+        dm = StructureDataModule(train=data, val=data, species=model.species, max_atoms=5, batch_size=2)
+        summary = evaluate_molecules(model, datamodule=dm, progress=False)
+    else:
+        source = {"atoms": molecules, "data": data, "loader": DataLoader(data, batch_size=2)}[wrap]
+        summary = evaluate_molecules(model, source, batch_size=3, progress=False)
+    assert summary["num_structures"] == 5
+    assert summary["exact"] == summary["bonds_identical"] == summary["right_composition"] == 1.0
+    assert summary["rmsd"]["max"] < 1e-5
+
+
+def test_shifted_decoder_is_never_exact(model, molecules, monkeypatch):
+    _fake_decoder(monkeypatch, model, shift=0.2)
+    errors, examples = reconstruct_molecules(model, molecules, batch_size=4, num_examples=2, progress=False)
+    assert errors.exact.tolist() == [False] * 5 and errors.bonds_identical.all()
+    assert errors.rmsd.numpy() == pytest.approx(0.2, abs=1e-5)
+    assert [a.get_chemical_formula() for a, _ in examples] == ["CH4", "H2O"]
+    original, decoded = examples[1]
+    assert np.allclose(decoded.positions[::-1] - original.positions, [0.2, 0, 0], atol=1e-5)
+
+
+def test_needs_data_or_datamodule(model):
+    with pytest.raises(ValueError, match="needs data or a datamodule"):
+        evaluate_molecules(model)
