@@ -10,7 +10,7 @@ import torch
 from ._partitions import cached_set_partitions
 from ._ward import ward_labels
 
-__all__ = ["Clustering", "symmetric_kmeans"]
+__all__ = ["CLUSTER_METHODS", "Clustering", "check_cluster_method", "symmetric_kmeans"]
 
 # Largest structure the exact method enumerates by default: S(10, 5) = 42525 partitions.
 _EXACT_MAX_POINTS = 10
@@ -278,3 +278,27 @@ _METHODS: Dict[str, _Method] = {
     ),
     "ward": _Method(ward_labels, None),
 }
+
+
+CLUSTER_METHODS: tuple[str, ...] = tuple(sorted(_METHODS))
+"""Names of the ``method`` of :func:`symmetric_kmeans`."""
+
+
+def check_cluster_method(method: str, max_points: int) -> None:
+    """Raise ``ValueError`` if ``method`` is not a clustering method or cannot cluster
+    structures of ``max_points`` points (for models to fail at construction, not at the first
+    large structure).
+
+    >>> check_cluster_method("exact", 29)
+    Traceback (most recent call last):
+    ...
+    ValueError: cluster method 'exact' takes at most 10 points per structure, not 29; exact enumeration of the S(n, k) set partitions grows too fast beyond that (use 'ward')
+    """
+    if method not in _METHODS:
+        raise ValueError(f"unknown cluster method {method!r}; valid methods: {list(CLUSTER_METHODS)}")
+    limit = _METHODS[method].max_points
+    if limit is not None and max_points > limit:
+        reason = _METHODS[method].limit_reason.lstrip("; ")
+        raise ValueError(
+            f"cluster method {method!r} takes at most {limit} points per structure, not {max_points}; {reason} (use 'ward')"
+        )

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import ase
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
 from geoae._atomic import atomic_path
@@ -156,6 +156,7 @@ def evaluate_molecules(
     batch_size: int = 128,
     rmsd_threshold: float = 0.1,
     num_examples: int = 6,
+    limit: int | None = None,
     progress: bool = True,
 ) -> dict:
     """Reconstruct every molecule of ``data`` (default: ``datamodule.test_dataloader()``)
@@ -171,12 +172,15 @@ def evaluate_molecules(
     ``exact``, ``stable``, ``atom_stable``, ``input_stable``, ``input_atom_stable``, ``rmsd``
     (``count``, ``median``, ``mean``, ``q90``, ``q99``, ``max``) and ``by_size`` (the same
     per input atom count). With ``output_dir``, also writes :func:`write_molecule_report`'s
-    files there (``num_examples`` molecules drawn beside their reconstructions).
+    files there (``num_examples`` molecules drawn beside their reconstructions). ``limit``:
+    only the first ``limit`` molecules of ``data`` or of the test set (None: all).
     """
     if data is None:
         if datamodule is None:
             raise ValueError("evaluate_molecules needs data or a datamodule")
-        data = datamodule.test_dataloader()
+        data = datamodule.test_set
+    if limit is not None:
+        data = Subset(data.dataset if isinstance(data, DataLoader) else data, range(min(limit, _num_structures(data))))
     errors, examples = reconstruct_molecules(
         model, data, batch_size=batch_size, rmsd_threshold=rmsd_threshold, bonds=True,
         num_examples=num_examples if output_dir is not None else 0, progress=progress,

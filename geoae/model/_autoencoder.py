@@ -10,13 +10,14 @@ from e3nn import o3
 from torch_geometric.data import Batch, Data
 from torch_geometric.utils import scatter
 
+from geoae.cluster import check_cluster_method
 from geoae.data import from_atoms
 from geoae.nn import irreps_from_lmax
 from geoae.sphere import project
 
 from ._decoder import Decoded, Decoder
 from ._encoder import Encoder
-from ._hierarchy import Hierarchy, build_hierarchy, num_levels_for
+from ._hierarchy import Hierarchy, build_hierarchy, level_sizes, num_levels_for
 
 __all__ = ["Autoencoder"]
 
@@ -61,6 +62,8 @@ class Autoencoder(torch.nn.Module):
             convolutions fade directions in over this length (continuous at zero length).
         merge_radius: decoded children closer than this are merged.
         conv, num_basis, radial_hidden: the convolution family and its radial network.
+        avg_num_neighbors: the convolutions divide their summed messages by its square root;
+            about the mean number of neighbours within ``r_max`` (QM9 atoms at 3.5 A: ~10).
     """
 
     def __init__(
@@ -82,10 +85,12 @@ class Autoencoder(torch.nn.Module):
         conv: str = "nequip",
         num_basis: int = 8,
         radial_hidden: int = 32,
+        avg_num_neighbors: float = 4.0,
     ):
         super().__init__()
         if signal_lmax > 2 * lmax:
             raise ValueError(f"signal_lmax={signal_lmax} exceeds 2 * lmax = {2 * lmax}: the bloom head cannot reach it")
+        check_cluster_method(cluster, max_atoms)
         self.config = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
         self.config["species"] = [int(s) for s in species]
         self.species = list(self.config["species"])
@@ -94,7 +99,10 @@ class Autoencoder(torch.nn.Module):
         self.min_radius = min_radius
         self.signal_lmax = signal_lmax
         self.latent_irreps = irreps_from_lmax(latent_mul, latent_lmax)
-        conv_kwargs = dict(conv=conv, lmax=lmax, num_basis=num_basis, radial_hidden=radial_hidden, r_min=min_radius)
+        conv_kwargs = dict(
+            conv=conv, lmax=lmax, num_basis=num_basis, radial_hidden=radial_hidden, r_min=min_radius,
+            avg_num_neighbors=avg_num_neighbors,
+        )
         common = dict(
             num_species=len(self.species),
             irreps_latent=self.latent_irreps,
@@ -108,6 +116,7 @@ class Autoencoder(torch.nn.Module):
             signal_lmax=signal_lmax,
             min_radius=min_radius,
             merge_radius=merge_radius,
+            max_points=level_sizes(max_atoms, pool_ratio),
             **common,
             **conv_kwargs,
         )

@@ -66,11 +66,34 @@ def merge_duplicates(pos: torch.Tensor, batch: torch.Tensor, radius: float) -> t
     return label, int(label.max()) + 1 if label.numel() else 0
 
 
+def _strongest(score: torch.Tensor, batch: torch.Tensor, num_structures: int, cap: int) -> torch.Tensor:
+    """Indices (sorted) of the points to keep: all of them, unless a structure has more than
+    ``cap``; then only its ``cap`` highest ``score`` (P,) (``batch`` (P,) any order).
+
+    >>> _strongest(torch.tensor([0.5, 2.0, 1.0, 3.0]), torch.tensor([0, 0, 0, 1]), 2, cap=2)
+    tensor([1, 2, 3])
+    """
+    counts = torch.bincount(batch, minlength=num_structures)
+    if counts.numel() == 0 or int(counts.max()) <= cap:
+        return torch.arange(len(score), device=score.device)
+    by_score = torch.sort(score, descending=True, stable=True).indices
+    by_structure = by_score[torch.sort(batch[by_score], stable=True).indices]  # structure, then score
+    starts = torch.cumsum(counts, 0) - counts
+    rank = torch.empty_like(by_structure)
+    rank[by_structure] = torch.arange(len(score), device=score.device) - starts[batch[by_structure]]
+    return (rank < cap).nonzero().flatten()
+
+
 class Decoder(torch.nn.Module):
     """Unpooling layers: at each level convolve the points, bloom each point's children
     through a spherical signal (:class:`BloomHead`, read by :func:`geoae.sphere.find_peaks`)
     plus a centre child, merge duplicates, and give the children features by a convolution
     from their origin (:class:`Combine`). At the last level, predict each atom's species.
+
+    ``max_points[l]`` is the most points a structure has at level ``l`` (``max_atoms`` at
+    level 0); a free-running decoding that blooms more than twice that many children at a
+    level (an untrained model can) keeps the ones with the highest peak amplitude, so memory
+    stays bounded.
     """
 
     def __init__(
@@ -84,9 +107,11 @@ class Decoder(torch.nn.Module):
         signal_lmax: int,
         min_radius: float,
         merge_radius: float,
+        max_points: list[int],
         **conv_kwargs,
     ):
         super().__init__()
+        self.max_points = list(max_points)
         self.irreps_hidden, self.irreps_latent = o3.Irreps(irreps_hidden), o3.Irreps(irreps_latent)
         self.num_levels, self.r_max = num_levels, r_max
         self.min_radius, self.merge_radius = min_radius, merge_radius
@@ -143,6 +168,9 @@ class Decoder(torch.nn.Module):
             centre = (centre_logit > 0).nonzero().flatten()  # (M_c,)
             parent = torch.cat([peaks.index, centre])  # (P,)
             offset = torch.cat([peaks.vectors, centre_vector[centre]])  # (P, 3)
+            score = torch.cat([peaks.amplitudes, peaks.amplitudes.new_ones(len(centre))])  # (P,)
+            keep = _strongest(score, batch[parent], num_structures, 2 * self.max_points[level])
+            parent, offset = parent[keep], offset[keep]
             order = torch.sort(batch[parent], stable=True).indices  # children sorted by structure
             parent, offset = parent[order], offset[order]
             child_batch = batch[parent]  # (P,)

@@ -9,7 +9,7 @@ import torch
 
 from geoae.cluster import cluster_centroids, symmetric_kmeans
 
-__all__ = ["Hierarchy", "build_hierarchy", "num_levels_for"]
+__all__ = ["Hierarchy", "build_hierarchy", "level_sizes", "num_levels_for"]
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,18 @@ def num_levels_for(max_atoms: int, ratio: float) -> int:
     while n > 1 or levels == 0:
         n, levels = math.ceil(ratio * n), levels + 1
     return levels
+
+
+def level_sizes(max_atoms: int, ratio: float) -> list[int]:
+    """The most points a structure has at each level, atoms first, root last.
+
+    >>> level_sizes(29, 0.5)
+    [29, 15, 8, 4, 2, 1]
+    """
+    sizes = [max_atoms]
+    for _ in range(num_levels_for(max_atoms, ratio) - 1):
+        sizes.append(math.ceil(ratio * sizes[-1]))
+    return sizes + [1]
 
 
 def build_hierarchy(

@@ -10,13 +10,16 @@ from ._convolution import build_convolution
 
 __all__ = ["GatedBlock"]
 
+_INV_SQRT2 = 2**-0.5
+
 
 class GatedBlock(torch.nn.Module):
     r"""Convolution followed by a gate, plus a linear self-connection and a residual.
 
     .. math::
 
-        y_i = [x_i]_{\text{resnet}} + \mathrm{Linear}(x_i) + \mathrm{Gate}(\mathrm{Conv}(x, \ldots)_i)
+        u_i = \mathrm{Linear}(x_i) + \mathrm{Gate}(\mathrm{Conv}(x, \ldots)_i), \qquad
+        y_i = (x_i + u_i) / \sqrt{2} \;\text{(resnet)} \quad\text{or}\quad y_i = u_i
 
     The convolution (any name of :data:`~geoae.nn.CONVOLUTIONS`) outputs the gate's input:
     the scalars of ``irreps_out``, one ``0e`` gate per ``l > 0`` irrep, and the ``l > 0``
@@ -38,8 +41,10 @@ class GatedBlock(torch.nn.Module):
       indistinguishable from the same-set case: pass ``x_out`` explicitly (zeros switch the
       self-connection and residual off, since the linear has no bias).
 
-    The residual ``x_out + ...`` is added only when ``resnet=True`` and the block's
-    ``irreps_in == irreps_out``.
+    The residual ``x_out`` is added only when ``resnet=True`` and the block's
+    ``irreps_in == irreps_out``; the sum is divided by :math:`\sqrt 2` so that features keep
+    their size through deep stacks (an unscaled residual grew them ~1.5x per block: 250x after
+    the 21 blocks of a five-level QM9 autoencoder, and a loss of 1e5 at initialisation).
 
     Parameters
     ----------
@@ -123,5 +128,5 @@ class GatedBlock(torch.nn.Module):
         if x_out is not None:
             out = out + self.self_connection(x_out)
             if self.resnet:
-                out = out + x_out
+                out = (out + x_out) * _INV_SQRT2
         return out

@@ -134,3 +134,46 @@ def test_latent_has_both_parities_and_mirror_images_differ_in_invariants():
     pseudo = torch.cat([torch.zeros(mul * ir.dim, dtype=torch.bool) if ir.p == (-1) ** ir.l else torch.ones(mul * ir.dim, dtype=torch.bool) for mul, ir in model.latent_irreps])
     assert z[0][pseudo].abs().max() > 1e-6  # pseudotensor channels are used, and flip sign
     assert o3.Irreps(model.latent_irreps).dim == z.shape[1]
+
+
+def _random_molecules(num: int, num_atoms: int, seed: int = 0) -> list[ase.Atoms]:
+    """``num`` random structures of ``num_atoms`` H/C/N/O atoms at least 1 A apart."""
+    generator = torch.Generator().manual_seed(seed)
+    molecules = []
+    while len(molecules) < num:
+        pos = 4 * torch.rand(num_atoms, 3, generator=generator, dtype=torch.float64)
+        if torch.pdist(pos).min() > 1.0 or num_atoms == 1:
+            numbers = torch.tensor([1, 6, 7, 8])[torch.randint(4, (num_atoms,), generator=generator)]
+            molecules.append(ase.Atoms(numbers=numbers.numpy(), positions=pos.numpy()))
+    return molecules
+
+
+def test_deep_model_keeps_its_features_and_loss_in_scale_at_initialisation():
+    # five levels (29 atoms): unscaled residuals grew the features ~1.5x per block, 250x after
+    # the 21 blocks, and the loss at initialisation was ~1e5
+    torch.manual_seed(0)
+    model = Autoencoder(
+        species=[1, 6, 7, 8], max_atoms=29, lmax=1, mul=4, latent_lmax=1, latent_mul=4, signal_lmax=2, cluster="ward"
+    )
+    assert model.num_levels == 5
+    terms = model.loss(model.as_batch(_random_molecules(4, 12)))
+    assert all(torch.isfinite(v) for v in terms.values())
+    assert terms["loss"] < 50, {k: float(v) for k, v in terms.items()}
+
+
+def test_free_running_decoding_of_an_untrained_model_stays_bounded():
+    torch.manual_seed(0)
+    model = Autoencoder(
+        species=[1, 6], max_atoms=8, lmax=1, mul=4, latent_lmax=1, latent_mul=4, signal_lmax=2, cluster="ward"
+    )
+    latent = 30 * torch.randn(6, model.latent_irreps.dim)  # far off any trained latent
+    decoded = model.decode_tensors(latent)
+    assert decoded.pos.shape[0] > 0
+    assert torch.bincount(decoded.batch, minlength=6).max() <= 2 * model.max_atoms
+
+
+def test_cluster_method_is_checked_at_construction():
+    with pytest.raises(ValueError, match="valid methods: \\['exact', 'ward'\\]"):
+        Autoencoder(**dict(SMALL, cluster="kmeans"))
+    with pytest.raises(ValueError, match="at most 10 points per structure, not 29"):
+        Autoencoder(**dict(SMALL, max_atoms=29))
