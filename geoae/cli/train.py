@@ -76,7 +76,8 @@ def train(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
     }
     write_json(out / "metrics.json", metrics)
 
-    plot_loss_curves(out / "metrics.csv", out / "loss_curves.png")
+    if (out / "metrics.csv").is_file():  # absent when a run is shorter than log_every_n_steps
+        plot_loss_curves(out / "metrics.csv", out / "loss_curves.png")
     showcase = datamodule.showcase
     plot_reconstructions(to_atoms(Batch.from_data_list(showcase)), model.reconstruct(showcase), out / "reconstructions.png")
     return metrics
@@ -97,4 +98,4 @@ def _resume_checkpoint(resume: str | None) -> str | None:
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
 def main(cfg: DictConfig) -> None:
     metrics = train(cfg)
-    print(json.dumps({k: metrics[k] for k in ("reconstructed", "rmsd_median", "rmsd_max") if k in metrics}))
+    print(json.dumps({k: v for k, v in metrics.items() if not isinstance(v, (dict, list))}))

@@ -284,21 +284,27 @@ CLUSTER_METHODS: tuple[str, ...] = tuple(sorted(_METHODS))
 """Names of the ``method`` of :func:`symmetric_kmeans`."""
 
 
-def check_cluster_method(method: str, max_points: int) -> None:
-    """Raise ``ValueError`` if ``method`` is not a clustering method or cannot cluster
-    structures of ``max_points`` points (for models to fail at construction, not at the first
-    large structure).
+def check_cluster_method(method: str, max_points: int) -> str:
+    """The clustering method for structures of up to ``max_points`` points: ``method`` itself,
+    or for ``"auto"`` the first that takes them (``"exact"`` up to 10 points, else ``"ward"``).
+    Raises ``ValueError`` if ``method`` is not a method or cannot cluster that many points (for
+    models to fail at construction, not at the first large structure).
 
+    >>> check_cluster_method("auto", 4), check_cluster_method("auto", 29)
+    ('exact', 'ward')
     >>> check_cluster_method("exact", 29)
     Traceback (most recent call last):
     ...
     ValueError: cluster method 'exact' takes at most 10 points per structure, not 29; exact enumeration of the S(n, k) set partitions grows too fast beyond that (use 'ward')
     """
+    if method == "auto":
+        return next(m for m in ("exact", "ward") if (_METHODS[m].max_points or max_points) >= max_points)
     if method not in _METHODS:
-        raise ValueError(f"unknown cluster method {method!r}; valid methods: {list(CLUSTER_METHODS)}")
+        raise ValueError(f"unknown cluster method {method!r}; valid methods: {['auto', *CLUSTER_METHODS]}")
     limit = _METHODS[method].max_points
     if limit is not None and max_points > limit:
         reason = _METHODS[method].limit_reason.lstrip("; ")
         raise ValueError(
             f"cluster method {method!r} takes at most {limit} points per structure, not {max_points}; {reason} (use 'ward')"
         )
+    return method

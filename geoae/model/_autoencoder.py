@@ -56,7 +56,8 @@ class Autoencoder(torch.nn.Module):
         pool_ratio: each pooling level keeps ``ceil(pool_ratio * n)`` clusters.
         cluster: how each level clusters, a ``method`` of
             :func:`geoae.cluster.symmetric_kmeans` (``"exact"`` enumerates partitions, up to
-            10 points per structure).
+            10 points per structure; ``"ward"`` agglomerates, any size); ``"auto"``: exact
+            when ``max_atoms <= 10``, else ward.
         convs_per_level: convolutions before each pooling and each unpooling.
         min_radius: a child closer than this to its parent is the parent's centre child; the
             convolutions fade directions in over this length (continuous at zero length).
@@ -78,7 +79,7 @@ class Autoencoder(torch.nn.Module):
         signal_lmax: int = 4,
         r_max: float = 3.5,
         pool_ratio: float = 0.5,
-        cluster: str = "exact",
+        cluster: str = "auto",
         convs_per_level: int = 1,
         min_radius: float = 0.1,
         merge_radius: float = 0.3,
@@ -90,7 +91,7 @@ class Autoencoder(torch.nn.Module):
         super().__init__()
         if signal_lmax > 2 * lmax:
             raise ValueError(f"signal_lmax={signal_lmax} exceeds 2 * lmax = {2 * lmax}: the bloom head cannot reach it")
-        check_cluster_method(cluster, max_atoms)
+        cluster = check_cluster_method(cluster, max_atoms)
         self.config = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
         self.config["species"] = [int(s) for s in species]
         self.species = list(self.config["species"])

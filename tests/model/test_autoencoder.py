@@ -173,7 +173,9 @@ def test_free_running_decoding_of_an_untrained_model_stays_bounded():
 
 
 def test_cluster_method_is_checked_at_construction():
-    with pytest.raises(ValueError, match="valid methods: \\['exact', 'ward'\\]"):
+    with pytest.raises(ValueError, match="valid methods: \\['auto', 'exact', 'ward'\\]"):
         Autoencoder(**dict(SMALL, cluster="kmeans"))
     with pytest.raises(ValueError, match="at most 10 points per structure, not 29"):
-        Autoencoder(**dict(SMALL, max_atoms=29))
+        Autoencoder(**dict(SMALL, max_atoms=29, cluster="exact"))
+    assert Autoencoder(**dict(SMALL, max_atoms=29)).cluster == "ward"  # auto
+    assert Autoencoder(**SMALL).cluster == "exact"

@@ -1,0 +1,185 @@
+"""Throughput and memory of a molecule autoencoder on QM9 test molecules: training steps
+(forward and backward), encoding, free-running decoding (peak finding included), each at the
+batch sizes given, medians over repeats; then where the time goes (a per-stage split and, with
+``--profile``, cProfile's top entries).
+
+Stages of one batch, timed separately: the pooling hierarchy (symmetric clustering, no
+parameters), the encoder network, and the decoder split into its networks and
+``geoae.sphere.find_peaks``. Peak memory is the process's resident-set high-water mark (CPU) or
+``torch.cuda.max_memory_allocated`` (GPU) after each phase.
+
+    python benchmarks/molecules.py [--checkpoint qm9] [--batch-sizes 32 128] [--molecules 512]
+                                   [--repeats 3] [--threads 1] [--device cpu] [--profile]
+
+Bars (issue 5, this machine's CPU, shipped model): encoding >= 1,000 molecules/s, decoding >=
+200 molecules/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import pstats
+import resource
+import statistics
+import sys
+import time
+from collections import defaultdict
+
+import torch
+
+import geoae
+import geoae.model._decoder as decoder_module
+from geoae.data import QM9Dataset, load_qm9, qm9_split
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10  # KiB on Linux
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn, device, repeats: int) -> float:
+    """Median seconds of ``fn()`` over ``repeats`` calls, after one warm-up call."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        synchronize(device)
+        start = time.perf_counter()
+        fn()
+        synchronize(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+class StageTimer:
+    """Wall time spent inside ``find_peaks`` during decoding (the decoder module's reference)."""
+
+    def __init__(self, device):
+        self.device, self.seconds = device, defaultdict(float)
+        self.original = decoder_module.find_peaks
+
+    def __enter__(self):
+        def find_peaks(*args, **kwargs):
+            synchronize(self.device)
+            start = time.perf_counter()
+            out = self.original(*args, **kwargs)
+            synchronize(self.device)
+            self.seconds["find_peaks"] += time.perf_counter() - start
+            return out
+
+        decoder_module.find_peaks = find_peaks
+        return self
+
+    def __exit__(self, *exc):
+        decoder_module.find_peaks = self.original
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", default="qm9", help="pretrained name, checkpoint file")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 128])
+    parser.add_argument("--molecules", type=int, default=512, help="test molecules used (the first ones)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--profile", action="store_true", help="cProfile of one decode and one training step")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+
+    model = geoae.load(args.checkpoint, map_location=device).to(device)
+    qm9 = load_qm9()
+    molecules = QM9Dataset(qm9, qm9_split(qm9["index"])["test"][: args.molecules])
+    molecules = [molecules[i] for i in range(len(molecules))]
+    sizes = [m.num_nodes for m in molecules]
+    print(f"model {args.checkpoint}: {model.config}", flush=True)
+    print(
+        f"{len(molecules)} QM9 test molecules, {min(sizes)}-{max(sizes)} atoms (mean {statistics.mean(sizes):.1f}); "
+        f"device {device}, torch threads {torch.get_num_threads()}, {args.repeats} repeats (medians)",
+        flush=True,
+    )
+
+    def batches(size: int):
+        return [model.as_batch(molecules[s : s + size]) for s in range(0, len(molecules), size)]
+
+    print("\n| batch | train mol/s | encode mol/s | decode mol/s | peak memory MB |")
+    print("| --- | --- | --- | --- | --- |")
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-9)
+    for size in args.batch_sizes:
+        data = batches(size)
+
+        def train_all():
+            model.train()
+            for batch in data:
+                optimizer.zero_grad()
+                model.loss(batch)["loss"].backward()
+                optimizer.step()
+
+        def encode_all():
+            model.eval()
+            with torch.no_grad():
+                return [model.encode(batch) for batch in data]
+
+        latents = encode_all()
+
+        def decode_all():
+            with torch.no_grad():
+                for latent in latents:
+                    model.decode_tensors(latent)
+
+        train_s = timed(train_all, device, args.repeats)
+        encode_s = timed(encode_all, device, args.repeats)
+        decode_s = timed(decode_all, device, args.repeats)
+        n = len(molecules)
+        print(f"| {size} | {n / train_s:.0f} | {n / encode_s:.0f} | {n / decode_s:.0f} | {peak_memory_mb(device):.0f} |", flush=True)
+
+    # where the time goes, at the largest batch size
+    size = max(args.batch_sizes)
+    data = batches(size)
+    model.eval()
+    with torch.no_grad():
+        hierarchy_s = timed(lambda: [model.hierarchy(b) for b in data], device, args.repeats)
+        hierarchies = [model.hierarchy(b) for b in data]
+        species = [model._species_index[b.z] for b in data]
+        network_s = timed(lambda: [model.encoder(s, h) for s, h in zip(species, hierarchies)], device, args.repeats)
+        latents = [model.encoder(s, h) for s, h in zip(species, hierarchies)]
+        decode_times, peak_times = [], []
+        for _ in range(args.repeats):
+            with StageTimer(device) as stages:
+                start = time.perf_counter()
+                for latent in latents:
+                    model.decode_tensors(latent)
+                synchronize(device)
+                decode_times.append(time.perf_counter() - start)
+            peak_times.append(stages.seconds["find_peaks"])
+    decode_s, peaks_s = statistics.median(decode_times), statistics.median(peak_times)
+    n = len(molecules)
+    print(f"\nWhere the time goes, batch {size}, ms per molecule:")
+    print(f"- encode: hierarchy (clustering) {1e3 * hierarchy_s / n:.3f}, encoder network {1e3 * network_s / n:.3f}")
+    print(f"- decode: find_peaks {1e3 * peaks_s / n:.3f}, the rest (networks, merging) {1e3 * (decode_s - peaks_s) / n:.3f}")
+
+    if args.profile:
+        for name, fn in (
+            ("decode", lambda: [model.decode_tensors(latent) for latent in latents]),
+            ("training step", lambda: model.loss(data[0])["loss"].backward()),
+        ):
+            profiler = cProfile.Profile()
+            profiler.enable()
+            with torch.set_grad_enabled(name != "decode"):
+                fn()
+            profiler.disable()
+            text = io.StringIO()
+            pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(12)
+            print(f"\ncProfile of {name} (batch {size}), top entries by own time:")
+            print("\n".join(line for line in text.getvalue().splitlines() if line.strip())[:4000])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
