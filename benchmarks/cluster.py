@@ -1,8 +1,8 @@
 """Time symmetric_kmeans(method="ward") on QM9 batches through the pooling hierarchy, with
 statistics of the clusters it makes.
 
-Molecules are read straight from qm9pack's CSVs (column XYZ_Ang; qm9pack is located, not
-imported), every ``--stride``-th row of each part, so all sizes 3-29 appear. Each batch of
+Molecules come from ``geoae.data.load_qm9`` (``pip install "geoae[qm9]"``), every
+``--stride``-th one in QM9 index order, so all sizes 3-29 appear. Each batch of
 ``--batch`` molecules is pooled as the model does: ``ceil(0.5 n)`` clusters per level, one at
 the last (5 levels for 29 atoms), weighted by the atoms each point stands for. Per level:
 median time per batch, how often a structure ends with fewer than ``k`` clusters, and the
@@ -14,37 +14,25 @@ sizes of the clusters (points merged, atoms stood for).
 
 import argparse
 import collections
-import csv
-import importlib.util
-import json
-import math
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
 
 from geoae.cluster import cluster_centroids, symmetric_kmeans
+from geoae.data import load_qm9
 
 RATIO, LEVELS = 0.5, 5
 
 
-def load_qm9(num_molecules: int, stride: int, min_atoms: int = 1):
-    spec = importlib.util.find_spec("qm9pack")
-    if spec is None:
-        sys.exit("qm9pack is not installed")
-    folder = Path(list(spec.submodule_search_locations)[0]) / "data"
-    csv.field_size_limit(10**8)
-    molecules = []
-    for part in sorted(folder.glob("qm9_part*.csv")):
-        with open(part, newline="") as f:
-            for row_number, row in enumerate(csv.DictReader(f)):
-                if row_number % stride == 0 and int(row["N_atoms"]) >= min_atoms:
-                    molecules.append(torch.tensor(json.loads(row["XYZ_Ang"]), dtype=torch.float64))
-    generator = torch.Generator().manual_seed(0)
-    order = torch.randperm(len(molecules), generator=generator)[:num_molecules]
-    return [molecules[i] for i in order.tolist()]
+def qm9_molecules(num_molecules: int, stride: int, min_atoms: int = 1):
+    """Positions (float64) of every ``stride``-th QM9 molecule with at least ``min_atoms``
+    atoms, ``num_molecules`` of them in a random order (seed 0)."""
+    qm9 = load_qm9()
+    ptr = qm9["ptr"].tolist()
+    rows = [r for r in range(0, len(ptr) - 1, stride) if ptr[r + 1] - ptr[r] >= min_atoms]
+    order = torch.randperm(len(rows), generator=torch.Generator().manual_seed(0))[:num_molecules]
+    return [qm9["pos"][ptr[rows[i]] : ptr[rows[i] + 1]].double() for i in order.tolist()]
 
 
 def pool(pos, batch, method, rtol, record=None):
@@ -78,7 +66,7 @@ def main():
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     device = torch.device(args.device)
-    molecules = load_qm9(args.molecules, args.stride, args.min_atoms)
+    molecules = qm9_molecules(args.molecules, args.stride, args.min_atoms)
     sizes = [len(m) for m in molecules]
     print(f"{len(molecules)} QM9 molecules, {min(sizes)}-{max(sizes)} atoms (mean "
           f"{statistics.mean(sizes):.1f}); batches of {args.batch}; rtol {args.rtol}; "

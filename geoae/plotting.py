@@ -120,7 +120,7 @@ def plot_by_size(summary: dict, path: str | Path) -> None:
     rows = [summary["by_size"][s] for s in sizes]
     fig = Figure(figsize=(12, 4.5), layout="constrained")
     ax, ax_rmsd = fig.subplots(1, 2)
-    keys = [k for k in ("right_composition", "bonds_identical", "exact") if k in summary]
+    keys = [k for k in ("right_atoms", "right_composition", "bonds_identical", "exact") if k in summary]
     width = 0.8 / len(keys)
     for k, key in enumerate(keys):
         ax.bar(x + (k - (len(keys) - 1) / 2) * width, [r[key] for r in rows], width, label=key)
@@ -134,7 +134,7 @@ def plot_by_size(summary: dict, path: str | Path) -> None:
         ax_rmsd.plot(x, np.maximum(values, 1e-6), marker=marker, label=f"{stat} RMSD")
     ax_rmsd.axhline(summary["rmsd_threshold"], color="red", linestyle="--", label=f"threshold {summary['rmsd_threshold']:g}")
     ax_rmsd.set(yscale="log", xlabel="atoms in the input", ylabel="matched RMSD (right composition)",
-                title="matched RMSD by size")
+                title="matched RMSD by size", xlim=(x.min() - 0.5, x.max() + 0.5) if len(x) else None)
     ax_rmsd.legend(fontsize=7)
     _save(fig, Path(path))
 
