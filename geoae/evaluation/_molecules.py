@@ -19,6 +19,8 @@ from geoae.metrics import ReconstructionErrors, reconstruction_errors, reconstru
 from geoae.model import Autoencoder
 from geoae.plotting import plot_by_size, plot_rmsd_histogram, plot_structure_pairs
 
+from ._levels import level_errors
+
 __all__ = ["evaluate_molecules", "reconstruct_molecules", "write_molecule_report"]
 
 #: Files :func:`write_molecule_report` writes into its folder.
@@ -157,6 +159,7 @@ def evaluate_molecules(
     rmsd_threshold: float = 0.1,
     num_examples: int = 6,
     limit: int | None = None,
+    diagnose: int = 512,
     progress: bool = True,
 ) -> dict:
     """Reconstruct every molecule of ``data`` (default: ``datamodule.test_dataloader()``)
@@ -173,7 +176,9 @@ def evaluate_molecules(
     (``count``, ``median``, ``mean``, ``q90``, ``q99``, ``max``) and ``by_size`` (the same
     per input atom count). With ``output_dir``, also writes :func:`write_molecule_report`'s
     files there (``num_examples`` molecules drawn beside their reconstructions). ``limit``:
-    only the first ``limit`` molecules of ``data`` or of the test set (None: all).
+    only the first ``limit`` molecules of ``data`` or of the test set (None: all). The first
+    ``diagnose`` molecules are also decoded teacher forced, each level judged on its own
+    (:func:`level_errors`, under ``"teacher_forced"``): where reconstructions break.
     """
     if data is None:
         if datamodule is None:
@@ -186,6 +191,9 @@ def evaluate_molecules(
         num_examples=num_examples if output_dir is not None else 0, progress=progress,
     )
     summary = reconstruction_summary(errors)
+    if diagnose:
+        sample = Subset(data.dataset if isinstance(data, DataLoader) else data, range(min(diagnose, len(errors))))
+        summary["teacher_forced"] = level_errors(model, _batches(model, sample, batch_size))
     if output_dir is not None:
         write_molecule_report(output_dir, errors, summary, examples)
     return summary

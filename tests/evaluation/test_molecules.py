@@ -10,8 +10,9 @@ from torch_geometric.loader import DataLoader
 from torch_geometric.utils import scatter
 
 from geoae.data import StructureDataModule, from_atoms
-from geoae.evaluation import evaluate_molecules, reconstruct_molecules
-from geoae.model import Autoencoder, Decoded
+from geoae.evaluation import evaluate_molecules, level_errors, reconstruct_molecules
+from geoae.model import Autoencoder, BloomPrediction, Decoded
+from geoae.sphere import project
 
 NAMES = ["CH4", "H2O", "NH3", "C2H2", "HCN"]  # 5, 3, 4, 4, 3 atoms
 SUMMARY_KEYS = {"num_structures", "rmsd_threshold", "right_atoms", "right_composition", "bonds_identical", "exact",
@@ -37,7 +38,8 @@ def molecules():
 
 def test_random_model_runs_and_report_has_the_documented_keys(model, molecules, tmp_path):
     summary = evaluate_molecules(model, molecules, output_dir=tmp_path, batch_size=2, num_examples=3, progress=False)
-    assert set(summary) == SUMMARY_KEYS and set(summary["rmsd"]) == RMSD_KEYS
+    assert set(summary) == SUMMARY_KEYS | {"teacher_forced"} and set(summary["rmsd"]) == RMSD_KEYS
+    assert [level["level"] for level in summary["teacher_forced"]["levels"]] == list(reversed(range(model.num_levels)))
     assert summary["num_structures"] == 5 and summary["input_stable"] == 1.0 and summary["input_atom_stable"] == 1.0
     assert {k: v["num_structures"] for k, v in summary["by_size"].items()} == {"3": 2, "4": 2, "5": 1}
     assert set(summary["by_size"]["4"]) == SUMMARY_KEYS - {"by_size", "rmsd_threshold"}
@@ -98,3 +100,35 @@ def test_shifted_decoder_is_never_exact(model, molecules, monkeypatch):
 def test_needs_data_or_datamodule(model):
     with pytest.raises(ValueError, match="needs data or a datamodule"):
         evaluate_molecules(model)
+
+
+@pytest.mark.parametrize("signal_lmax", [4, 6])
+def test_level_errors_of_perfect_predictions_are_zero(molecules, monkeypatch, signal_lmax):
+    # lmax 2 resolves only children more than 85 degrees apart: too coarse for these molecules
+    model = Autoencoder(species=[1, 6, 7, 8, 9], max_atoms=5, lmax=signal_lmax // 2, mul=2, latent_lmax=1, latent_mul=2,
+                        signal_lmax=signal_lmax)
+
+    def perfect(latent, hierarchy):  # each level predicts exactly its true children
+        predictions = []
+        for level in reversed(range(hierarchy.num_levels)):
+            parent = hierarchy.parent[level]
+            offset = hierarchy.pos[level] - hierarchy.pos[level + 1][parent]
+            is_centre = offset.norm(dim=1) < model.min_radius
+            num_parents = hierarchy.pos[level + 1].shape[0]
+            signal = project(offset[~is_centre], parent[~is_centre], num_parents, model.signal_lmax)
+            logit = torch.full((num_parents,), -5.0, dtype=offset.dtype)
+            logit[parent[is_centre]] = 5.0
+            vector = torch.zeros(num_parents, 3, dtype=offset.dtype)
+            vector[parent[is_centre]] = offset[is_centre]
+            predictions.append(BloomPrediction(level, signal, logit, vector))
+        return predictions, torch.nn.functional.one_hot(model._species_index[hierarchy_z["z"]], 5).double()
+
+    hierarchy_z = {}
+    batch = model.as_batch(molecules)
+    hierarchy_z["z"] = batch.z
+    monkeypatch.setattr(model.decoder, "teacher_forced", perfect)
+    report = level_errors(model, [batch])
+    assert report["species_accuracy"] == 1.0
+    assert [level["right_count"] for level in report["levels"]] == [1.0] * model.num_levels
+    assert all(level["child_error_q90"] < 1e-3 for level in report["levels"])
+    assert sum(level["parents"] for level in report["levels"]) == sum(len(p) for p in model.hierarchy(batch).pos[1:])

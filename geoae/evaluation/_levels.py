@@ -1,0 +1,81 @@
+"""Where a decoding goes wrong: each unpooling level judged on its own, teacher forced."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import torch
+
+from geoae.model import Autoencoder
+from geoae.sphere import find_peaks
+
+__all__ = ["level_errors"]
+
+
+@torch.no_grad()
+def level_errors(model: Autoencoder, batches) -> dict:
+    """Judge every unpooling level on its own: the decoder runs teacher forced (on the
+    encoder's hierarchy, as in training), and each parent's predicted children (the peaks of
+    its signal, :func:`geoae.sphere.find_peaks` with default arguments, plus the centre child
+    when its logit is positive) are compared with its true children.
+
+    A free-running decoding is right only if every level is; the level where the rate of
+    right parents drops first is where reconstructions break.
+
+    Args:
+        model: the autoencoder.
+        batches: checked batches (:meth:`Autoencoder.as_batch`).
+
+    Returns:
+        ``{"levels": [...], "species_accuracy": float}``, levels from the root down; each
+        ``{"level", "parents", "right_count", "child_error_median", "child_error_q90"}``:
+        the number of parents, the fraction whose predicted children number exactly their
+        true children, and the distance (length units of the data) from each true child
+        offset to the nearest predicted one of the same parent (parents with the right count).
+    """
+    model.eval()
+    totals: dict[int, dict] = defaultdict(lambda: {"parents": 0, "right": 0, "errors": []})
+    species_right, atoms = 0, 0
+    for batch in batches:
+        hierarchy = model.hierarchy(batch)
+        species = model._species_index[batch.z]  # (N,)
+        latent = model.encoder(species, hierarchy)  # (B, latent)
+        predictions, logits = model.decoder.teacher_forced(latent, hierarchy)
+        species_right += int((logits.argmax(dim=-1) == species).sum())
+        atoms += len(species)
+        for p in predictions:
+            parent = hierarchy.parent[p.level]  # (N_l,)
+            offset = hierarchy.pos[p.level] - hierarchy.pos[p.level + 1][parent]  # (N_l, 3)
+            is_centre = offset.norm(dim=1) < model.min_radius  # (N_l,)
+            num_parents = p.signal.shape[0]
+            peaks = find_peaks(p.signal)
+            true_count = torch.bincount(parent[~is_centre], minlength=num_parents)  # (M,)
+            found = torch.bincount(peaks.index, minlength=num_parents)  # (M,)
+            has_centre = torch.zeros(num_parents, dtype=torch.bool, device=parent.device)
+            has_centre[parent[is_centre]] = True
+            right = (found == true_count) & ((p.centre_logit > 0) == has_centre)  # (M,)
+            # nearest predicted child of the same parent, for each true child of a right parent
+            predicted = torch.cat([peaks.vectors, p.centre_vector[p.centre_logit > 0]])  # (P, 3)
+            predicted_parent = torch.cat([peaks.index, (p.centre_logit > 0).nonzero().flatten()])  # (P,)
+            judged = right[parent]  # (N_l,)
+            same = parent[judged][:, None] == predicted_parent[None, :]  # (N_j, P)
+            distance = torch.cdist(offset[judged], predicted).masked_fill(~same, float("inf"))  # (N_j, P)
+            total = totals[p.level]
+            total["parents"] += num_parents
+            total["right"] += int(right.sum())
+            if distance.numel():
+                total["errors"].append(distance.min(dim=1).values)
+    levels = []
+    for level in sorted(totals, reverse=True):
+        total = totals[level]
+        errors = torch.cat(total["errors"]).double() if total["errors"] else torch.zeros(0, dtype=torch.float64)
+        levels.append(
+            {
+                "level": level,
+                "parents": total["parents"],
+                "right_count": total["right"] / max(total["parents"], 1),
+                "child_error_median": float(errors.median()) if len(errors) else None,
+                "child_error_q90": float(errors.quantile(0.9)) if len(errors) else None,
+            }
+        )
+    return {"levels": levels, "species_accuracy": species_right / max(atoms, 1)}
