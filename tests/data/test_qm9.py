@@ -1,8 +1,7 @@
 """QM9 from CSV files in qm9pack's format: parsing, caching, the fixed split, the lazy
-dataset and the data module. Only the last test needs qm9pack (slow, skipped without it)."""
+dataset and the data module. Only the last test needs qm9pack (a test dependency; skipped without it)."""
 
 import importlib.util
-import os
 
 import pytest
 import torch
@@ -259,15 +258,13 @@ def test_datamodule_names_a_molecule_too_large(csv_files, tmp_path, small_split)
         QM9DataModule(max_atoms=8, files=csv_files, cache_dir=tmp_path)
 
 
-@pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("qm9pack") is None, reason='needs qm9pack (pip install "geoae[qm9]")')
-def test_real_qm9(tmp_path):
-    qm9 = load_qm9(tmp_path)
+def test_real_qm9():
+    qm9 = load_qm9()  # the default cache, shared with the config tests (one parse per machine)
     counts = qm9["ptr"].diff()
     assert len(qm9["index"]) == 130_831 and (counts.min(), counts.max()) == (3, 29)
     assert qm9["z"].unique().tolist() == [1, 6, 7, 8, 9]
     assert qm9["smiles"][:4] == ["C", "N", "O", "C#C"]
-    dm = QM9DataModule(cache_dir=tmp_path, batch_size=64)
+    dm = QM9DataModule(batch_size=64)
     assert (len(dm.train_set), len(dm.val_set), len(dm.test_set)) == (100_000, 10_000, 20_831)
     assert next(iter(dm.train_dataloader())).num_graphs == 64
-    assert os.path.getsize(next(tmp_path.glob("qm9-v1.pt"))) > 10_000_000
