@@ -49,12 +49,14 @@ def plot_loss_curves(metrics_csv: str | Path, path: str | Path) -> None:
         steps, values = np.array(series[key]).T
         axes[0].plot(steps, values, label=key, marker="." if key.startswith("val/") else None)
     axes[0].set(yscale="log", xlabel="step", title="losses (teacher forced)")
-    axes[0].legend(fontsize=7)
+    if losses:
+        axes[0].legend(fontsize=7)
     for key in rates:
         steps, values = np.array(series[key]).T
         axes[1].plot(steps, values, marker="o", label=key)
     axes[1].set(xlabel="step", ylim=(-0.02, 1.02), title="validation, decoded from the latent alone")
-    axes[1].legend(fontsize=7)
+    if rates:  # none when no validation ran
+        axes[1].legend(fontsize=7)
     _save(fig, Path(path))
 
 
