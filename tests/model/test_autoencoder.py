@@ -2,6 +2,7 @@
 
 import ase
 import pytest
+from ase.build import molecule
 import torch
 from e3nn import o3
 
@@ -109,18 +110,33 @@ def test_save_then_load_gives_the_same_model(tmp_path):
 
 
 @pytest.mark.parametrize("name", sorted(PRETRAINED))
-def test_pretrained_models_load_by_name_and_reconstruct_their_data(name):
+def test_pretrained_models_load_by_name_and_decode(name):
     model = load(name)
     if name == "tetris":
         structures = tetris()
     else:
-        structures = [ase.Atoms("CH4", positions=[[0, 0, 0], [0.63, 0.63, 0.63], [-0.63, -0.63, 0.63], [-0.63, 0.63, -0.63], [0.63, -0.63, -0.63]])]
+        assert (model.species, model.max_atoms, model.cluster) == ([1, 6, 7, 8, 9], 29, "ward")
+        structures = [molecule(formula) for formula in ("CH4", "H2O", "CH3OH", "C6H6")]
     decoded = model.reconstruct(structures)
     assert len(decoded) == len(structures)
     if name == "tetris":  # the shipped tetris model reconstructs every shape
         for data, atoms in zip(structures, decoded):
             assert len(atoms) == data.num_nodes
             assert matched_rmsd(atoms.positions, atoms.numbers, data.pos.double().numpy(), data.z.numpy()) < 0.05
+    else:  # (the shipped QM9 model reconstructs few molecules exactly: README gives its figures)
+        rotation = o3.angles_to_matrix(*torch.tensor([0.3, 1.1, -2.0], dtype=torch.float64))
+        rotated = structures[2].copy()
+        rotated.positions = rotated.positions @ rotation.numpy().T
+        D = model.latent_irreps.D_from_matrix(rotation.float())
+        torch.testing.assert_close(model.encode([rotated]), model.encode([structures[2]]) @ D.T, atol=1e-4, rtol=1e-4)
+
+
+def test_pretrained_qm9_refuses_what_it_was_not_trained_on():
+    model = load("qm9")
+    with pytest.raises(ValueError, match=r"structure 0: atomic numbers \[16\] are not among the model's species"):
+        model.encode([molecule("CH3SH")])
+    with pytest.raises(ValueError, match="structure 0: 30 atoms, more than the model's max_atoms=29"):
+        model.encode([ase.Atoms("C10H20", positions=[[1.6 * (i % 5), 1.6 * (i // 5), 0] for i in range(30)])])
 
 
 def test_latent_has_both_parities_and_mirror_images_differ_in_invariants():
