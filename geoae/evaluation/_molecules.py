@@ -51,6 +51,12 @@ def _num_structures(data) -> int | None:
         return None
 
 
+def _first(data, count: int) -> Subset:
+    """The first ``count`` structures of a sequence or of a loader's dataset."""
+    dataset = data.dataset if isinstance(data, DataLoader) else data
+    return Subset(dataset, range(min(count, len(dataset))))
+
+
 def _atoms(pos: torch.Tensor, z: torch.Tensor) -> ase.Atoms:
     return ase.Atoms(numbers=z.cpu().numpy(), positions=pos.detach().double().cpu().numpy())
 
@@ -185,15 +191,14 @@ def evaluate_molecules(
             raise ValueError("evaluate_molecules needs data or a datamodule")
         data = datamodule.test_set
     if limit is not None:
-        data = Subset(data.dataset if isinstance(data, DataLoader) else data, range(min(limit, _num_structures(data))))
+        data = _first(data, limit)
     errors, examples = reconstruct_molecules(
         model, data, batch_size=batch_size, rmsd_threshold=rmsd_threshold, bonds=True,
         num_examples=num_examples if output_dir is not None else 0, progress=progress,
     )
     summary = reconstruction_summary(errors)
     if diagnose:
-        sample = Subset(data.dataset if isinstance(data, DataLoader) else data, range(min(diagnose, len(errors))))
-        summary["teacher_forced"] = level_errors(model, _batches(model, sample, batch_size))
+        summary["teacher_forced"] = level_errors(model, _batches(model, _first(data, diagnose), batch_size))
     if output_dir is not None:
         write_molecule_report(output_dir, errors, summary, examples)
     return summary
