@@ -32,9 +32,9 @@ def project(vectors: torch.Tensor, index: torch.Tensor, num_signals: int, lmax: 
     >>> signals = project(torch.tensor([[0.0, 0.0, 2.0]]), torch.tensor([0]), 2, lmax=3)
     >>> signals.shape
     torch.Size([2, 2, 16])
-    >>> evaluate(signals, torch.tensor([0.0, 0.0, 1.0])).squeeze(-1)
-    tensor([[1.0000, 2.0000],
-            [0.0000, 0.0000]])
+    >>> evaluate(signals, torch.tensor([0.0, 0.0, 1.0])).squeeze(-1).round(decimals=4)
+    tensor([[1., 2.],
+            [0., 0.]])
     """
     check_finite(vectors, "vectors")
     lengths = vectors.norm(dim=-1)  # [P]

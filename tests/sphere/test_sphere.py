@@ -11,6 +11,7 @@ from geoae.sphere import (
     harmonics_and_gradient,
     project,
     sphere_grid,
+    spherical_harmonics,
 )
 
 LMAX = 6
@@ -206,6 +207,21 @@ def test_grid_and_matrices_are_cached():
     grid = sphere_grid(3, 300, torch.float64)
     assert grid.points.shape == (300, 3) and grid.harmonics.shape == (300, 16)
     assert (grid.neighbors != torch.arange(300)[:, None]).sum(dim=1).min() >= 3  # every point has neighbours
+
+
+@pytest.mark.parametrize("lmax", [0, 1, 2, 4, 6, 8, 10, 12])
+def test_harmonics_equal_e3nns(lmax):
+    axes = torch.cat([torch.eye(3), -torch.eye(3)]).double()  # the poles of every axis
+    directions = torch.cat([torch.nn.functional.normalize(torch.randn(500, 3, dtype=torch.float64), dim=1), axes])
+    reference = o3.spherical_harmonics(list(range(lmax + 1)), directions, normalize=False, normalization="integral")
+    torch.testing.assert_close(spherical_harmonics(directions, lmax), reference, rtol=0, atol=1e-12)
+    ours = spherical_harmonics(directions.float(), lmax).double()
+    torch.testing.assert_close(ours, reference, rtol=0, atol=1e-5)  # e3nn's own float32 error: 1e-6 at lmax 12
+
+
+def test_harmonics_gradients():
+    directions = torch.tensor([[0.0, 1.0, 0.0], [0.0, -1.0, 0.0], [0.6, 0.0, 0.8], [0.3, -0.5, 0.2]], dtype=torch.float64)
+    assert torch.autograd.gradcheck(lambda d: spherical_harmonics(d, 6), (directions.requires_grad_(),))
 
 
 def test_gradient_on_the_sphere_matches_autograd():
