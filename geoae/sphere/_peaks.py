@@ -16,6 +16,7 @@ _DAMPING_START = 1e-3  # Levenberg-Marquardt damping, relative to the diagonal o
 _DAMPING = 1e-6  # the smallest damping, also that of the final differentiable step
 _CONVERGED = 1e-4  # radians: a signal whose last step moved a peak more gets _MORE_STEPS more
 _MORE_STEPS = 8
+_GROUP_COST = 4096.0  # a refinement group's fixed cost, in rows times squared width (measured on CPU)
 
 
 class Peaks(NamedTuple):
@@ -314,15 +315,45 @@ def _put(fit: _Fit, rows: torch.Tensor, part: _Fit) -> _Fit:
     return _Fit(directions, weights, mask)
 
 
+def _groups_by_count(counts: torch.Tensor, group_cost: float = _GROUP_COST) -> list[torch.Tensor]:
+    r"""Split rows by their peak ``counts`` ``(R,)`` into groups of consecutive counts, each
+    refined at the width of its largest count.
+
+    The split minimises ``sum over groups (group_cost + rows * width**2)`` (dynamic programming
+    over the distinct counts): a group's fixed cost (its Python and kernel-launch overhead)
+    against the padding of narrow rows to the group's width. Returns the rows' positions in
+    ``counts``, one tensor per group, widest first.
+
+    >>> counts = torch.tensor([1, 3, 3, 2, 1])
+    >>> [g.tolist() for g in _groups_by_count(counts, group_cost=2.0)]
+    [[1, 2], [3], [0, 4]]
+    >>> [g.tolist() for g in _groups_by_count(counts, group_cost=100.0)]  # one group, padded to 3
+    [[0, 1, 2, 3, 4]]
+    """
+    values, sizes = torch.unique(counts, return_counts=True)  # ascending
+    values, sizes = values.tolist(), sizes.tolist()
+    best, cut = [0.0], [0]  # best[j]: cheapest split of the first j counts; its last group starts at cut[j]
+    for j in range(1, len(values) + 1):
+        options = [(best[i] + group_cost + sum(sizes[i:j]) * max(values[j - 1], 1) ** 2, i) for i in range(j)]
+        cost, start = min(options)
+        best.append(cost)
+        cut.append(start)
+    groups, j = [], len(values)
+    while j > 0:
+        low, high = values[cut[j]], values[j - 1]
+        groups.append(((counts >= low) & (counts <= high)).nonzero().squeeze(1))
+        j = cut[j]
+    return groups
+
+
 def _refine_rows(fit: _Fit, rows: torch.Tensor, target: _Target, lmax: int, steps: int) -> _Fit:
     r"""Refine only the signals ``rows`` of ``fit``: ``steps`` steps, then more for the slow ones.
 
-    Signals are refined in groups of equal peak count, so that none is padded (the normal
+    Signals are refined in groups of similar peak count, so that few are padded (the normal
     matrices grow as the cube of the padded width).
     """
-    counts = fit.mask[rows].sum(dim=1)  # [R]
-    for count in counts.unique().tolist():
-        group = rows[counts == count]
+    for group in _groups_by_count(fit.mask[rows].sum(dim=1)):
+        group = rows[group]
         group_target = target.rows(group)
         part, moved = _refine(_rows(fit, group), group_target, lmax, steps)
         slow = (moved > _CONVERGED).nonzero().squeeze(1)
