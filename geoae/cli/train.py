@@ -2,7 +2,9 @@
 
 ``geoae-train resume=outputs/<run>`` continues a run from its ``checkpoints/last.ckpt`` (add
 ``hydra.run.dir=outputs/<run>`` to keep writing into the same folder; ``metrics.csv`` is
-appended to). ``train(cfg)`` does the work and can be called from tests; ``main`` is the hydra entry point.
+appended to). ``geoae-train init=qm9`` (a pretrained name or a checkpoint file) starts from that
+model's weights with a new optimizer and schedule (fine-tuning). ``train(cfg)`` does the work and
+can be called from tests; ``main`` is the hydra entry point.
 A run writes to its folder (``outputs/<date>/<time>/``, or ``outputs/multirun/.../<n>/``):
 ``config.yaml`` (resolved), ``checkpoints/last.ckpt`` and ``model.ckpt``, ``metrics.csv``
 (lightning's log), ``metrics.json``, ``loss_curves.png`` and ``reconstructions.png``.
@@ -24,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch_geometric.data import Batch
 
 from geoae.data import to_atoms
+from geoae.model import load
 
 from geoae.plotting import plot_loss_curves, plot_reconstructions
 
@@ -44,6 +47,8 @@ def train(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
     L.seed_everything(cfg.seed, workers=True)
     datamodule = build(cfg.data)
     model = build(cfg.model)
+    if cfg.get("init"):
+        _initialise(model, cfg.init)
     module = build(cfg.module, model=model)
     (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
 
@@ -81,6 +86,15 @@ def train(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
     showcase = datamodule.showcase
     plot_reconstructions(to_atoms(Batch.from_data_list(showcase)), model.reconstruct(showcase), out / "reconstructions.png")
     return metrics
+
+
+def _initialise(model: torch.nn.Module, init: str) -> None:
+    """Copy the weights of ``init`` (a pretrained name or a checkpoint file) into ``model``."""
+    source = load(init)
+    if source.config != model.config:
+        differences = {k: (source.config.get(k), v) for k, v in model.config.items() if source.config.get(k) != v}
+        raise ValueError(f"init={init}: its model options differ from this run's (theirs, ours): {differences}")
+    model.load_state_dict(source.state_dict())
 
 
 def _resume_checkpoint(resume: str | None) -> str | None:

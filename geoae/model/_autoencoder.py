@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import ase
@@ -203,7 +204,7 @@ class Autoencoder(torch.nn.Module):
         return decoded
 
     # ------------------------------------------------------------------ training
-    def loss(self, batch: Batch) -> dict[str, torch.Tensor]:
+    def loss(self, batch: Batch, position_noise: float = 0.0) -> dict[str, torch.Tensor]:
         """Teacher-forced losses of a batch; ``"loss"`` is their sum.
 
         - ``signal``: squared error of each level's predicted children signals against
@@ -213,16 +214,26 @@ class Autoencoder(torch.nn.Module):
           ``min_radius``), mean over parents, summed over levels;
         - ``centre_vector``: squared error of that child's offset, mean over such parents;
         - ``species``: cross-entropy of the atoms' species.
+
+        ``position_noise`` (length units; standard deviation per coordinate): the decoder sees
+        the hierarchy's points below the roots moved by Gaussian noise, and its targets are the
+        true children's offsets from the moved parents, so it learns to correct the errors of
+        its own upper levels, as met in free-running decoding. Which children are centre
+        children is decided on the true hierarchy.
         """
         hierarchy = self.hierarchy(batch)
         species = self._species_index[batch.z]
         latent = self.encoder(species, hierarchy)
-        predictions, species_logits = self.decoder.teacher_forced(latent, hierarchy)
+        seen = hierarchy
+        if position_noise > 0:
+            moved = [pos + position_noise * torch.randn_like(pos) for pos in hierarchy.pos[:-1]] + hierarchy.pos[-1:]
+            seen = dataclasses.replace(hierarchy, pos=moved)
+        predictions, species_logits = self.decoder.teacher_forced(latent, seen)
         terms = {name: latent.new_zeros(()) for name in ("signal", "centre", "centre_vector")}
         for p in predictions:
             parent = hierarchy.parent[p.level]  # (N_l,)
-            offset = hierarchy.pos[p.level] - hierarchy.pos[p.level + 1][parent]  # (N_l, 3)
-            is_centre = offset.norm(dim=1) < self.min_radius  # (N_l,)
+            is_centre = (hierarchy.pos[p.level] - hierarchy.pos[p.level + 1][parent]).norm(dim=1) < self.min_radius  # (N_l,)
+            offset = hierarchy.pos[p.level] - seen.pos[p.level + 1][parent]  # (N_l, 3): from the parent the decoder saw
             num_parents = p.signal.shape[0]
             target = project(offset[~is_centre], parent[~is_centre], num_parents, self.signal_lmax)  # (M, 2, K)
             terms["signal"] = terms["signal"] + (p.signal - target).pow(2).sum(dim=(1, 2)).mean()

@@ -23,16 +23,26 @@ class AutoencoderModule(L.LightningModule):
         lr: largest Adam learning rate of the one-cycle schedule (per step, over the run's
             ``max_epochs``: warm-up for the fraction ``warmup`` of it, then cosine annealing).
         rmsd_threshold: matched RMSD under which a reconstruction counts as right.
+        position_noise: noise on the positions the decoder sees in training (see
+            :meth:`Autoencoder.loss`); validation is noise-free.
     """
 
-    def __init__(self, model: Autoencoder, lr: float = 3e-3, warmup: float = 0.05, rmsd_threshold: float = 0.05):
+    def __init__(
+        self,
+        model: Autoencoder,
+        lr: float = 3e-3,
+        warmup: float = 0.05,
+        rmsd_threshold: float = 0.05,
+        position_noise: float = 0.0,
+    ):
         super().__init__()
         self.model = model
         self.lr, self.warmup, self.rmsd_threshold = lr, warmup, rmsd_threshold
+        self.position_noise = position_noise
         self.save_hyperparameters(ignore=["model"])
 
     def training_step(self, batch, batch_idx):
-        terms = self.model.loss(batch)
+        terms = self.model.loss(batch, position_noise=self.position_noise)
         self.log_dict({f"train/{k}": v for k, v in terms.items()}, batch_size=batch.num_graphs, prog_bar=False)
         self.log("loss", terms["loss"], batch_size=batch.num_graphs, prog_bar=True, logger=False)
         return terms["loss"]

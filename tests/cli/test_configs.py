@@ -99,6 +99,29 @@ def test_an_interrupted_run_resumes_from_its_last_checkpoint(tmp_path, monkeypat
         train(cfg, output_dir=tmp_path / "other")
 
 
+def test_init_starts_from_a_models_weights_and_refuses_other_options(tmp_path, monkeypatch):
+    import geoae
+    import torch
+
+    cfg = compose_config(TINY + ["trainer.max_epochs=1", "evaluation.rotations=1"])
+    start = build(cfg.model)
+    geoae.save(start, tmp_path / "start.pt")
+    seen = {}
+
+    def record(self, *args, **kwargs):  # the weights the run starts from
+        seen.update({k: v.clone() for k, v in self.model.state_dict().items()})
+
+    from geoae.training import AutoencoderModule
+
+    monkeypatch.setattr(AutoencoderModule, "on_train_start", record)
+    cfg.init = str(tmp_path / "start.pt")
+    train(cfg, output_dir=tmp_path / "run")
+    assert all(torch.equal(seen[k], v) for k, v in start.state_dict().items())
+    cfg.model.mul = 2
+    with pytest.raises(ValueError, match=r"init=.*start.pt: its model options differ .*'mul': \(4, 2\)"):
+        train(cfg, output_dir=tmp_path / "other")
+
+
 def test_evaluate_a_pretrained_model_writes_metrics(tmp_path):
     cfg = compose_config(["checkpoint=tetris", "data=tetris", "evaluation=tetris", "evaluation.rotations=1"], name="evaluate")
     metrics = evaluate(cfg, output_dir=tmp_path)

@@ -195,3 +195,17 @@ def test_cluster_method_is_checked_at_construction():
         Autoencoder(**dict(SMALL, max_atoms=29, cluster="exact"))
     assert Autoencoder(**dict(SMALL, max_atoms=29)).cluster == "ward"  # auto
     assert Autoencoder(**SMALL).cluster == "exact"
+
+
+def test_position_noise_moves_what_the_decoder_sees_and_nothing_else():
+    torch.manual_seed(0)
+    model = Autoencoder(**SMALL)
+    batch = model.as_batch(tetris())
+    clean = model.loss(batch)
+    assert all(torch.equal(clean[k], v) for k, v in model.loss(batch, position_noise=0.0).items())
+    tiny = model.loss(batch, position_noise=1e-9)  # continuous: centre children are decided on the true hierarchy
+    assert all(torch.allclose(tiny[k], v, atol=1e-5) for k, v in clean.items())
+    noisy = model.loss(batch, position_noise=0.1)
+    assert noisy["loss"].isfinite() and not torch.allclose(noisy["signal"], clean["signal"])
+    noisy["loss"].backward()
+    assert all(p.grad is not None and p.grad.isfinite().all() for p in model.decoder.parameters() if p.requires_grad)
