@@ -179,12 +179,12 @@ def main():
     signals = signals_for_speed(args.signals, 6, generator)
     find_peaks(signals)  # builds the cached grid and tables, and warms up, outside the timing
     rows = []
-    for round in range(args.repeats):  # e3nn and ours side by side in each round: load drifts
+    for index in range(args.repeats):  # e3nn and ours side by side in each round: load drifts
         e3nn_each = statistics.median(seconds(lambda x=x: tensor.find_peaks(x), 1) for x in e3nn_signals)
         ours_all = seconds(lambda: find_peaks(signals), 1)
         rows.append(
             {
-                "round": round,
+                "round": index,
                 f"ours s / {args.signals}": ours_all,
                 "ours signals/s": args.signals / ours_all,
                 f"e3nn s / signal (median of {args.e3nn_signals})": e3nn_each,

@@ -43,17 +43,21 @@ def _batches(model: Autoencoder, data, batch_size: int) -> Iterator:
             yield model.as_batch(batch)
 
 
+def _dataset(data):
+    """A loader's dataset, or ``data`` itself (a sequence of structures)."""
+    return data.dataset if isinstance(data, DataLoader) else data
+
+
 def _num_structures(data) -> int | None:
-    dataset = data.dataset if isinstance(data, DataLoader) else data
     try:
-        return len(dataset)
+        return len(_dataset(data))
     except TypeError:
         return None
 
 
 def _first(data, count: int) -> Subset:
     """The first ``count`` structures of a sequence or of a loader's dataset."""
-    dataset = data.dataset if isinstance(data, DataLoader) else data
+    dataset = _dataset(data)
     return Subset(dataset, range(min(count, len(dataset))))
 
 

@@ -2,8 +2,8 @@
 
 import ase
 import pytest
-from ase.build import molecule
 import torch
+from ase.build import molecule
 from e3nn import o3
 
 from geoae.metrics import matched_rmsd
