@@ -16,6 +16,7 @@ from ._convolution import (
 from ._irreps import irreps_from_lmax
 from ._radial import RadialEmbedding, polynomial_cutoff
 from ._radius_graph import radius_graph
+from ._scatter_tp import ScatterTensorProduct
 
 __all__ = [
     "radius_graph",
@@ -23,6 +24,7 @@ __all__ = [
     "polynomial_cutoff",
     "Convolution",
     "NequIPConvolution",
+    "ScatterTensorProduct",
     "CONVOLUTIONS",
     "register_convolution",
     "build_convolution",

@@ -1,0 +1,126 @@
+"""A convolution's tensor product and message sum as a few dense matrix products."""
+
+import torch
+from e3nn import o3
+
+__all__ = ["ScatterTensorProduct"]
+
+
+class ScatterTensorProduct(torch.nn.Module):
+    r"""``sum_{e: dst_e = i} tp(x[src_e], y_e, w_e)`` for an e3nn `~e3nn.o3.TensorProduct`
+    ``tp`` whose instructions are all ``uvu`` with per-edge weights and a second input of
+    multiplicity one (the edge's spherical harmonics), as in NequIP's convolution.
+
+    e3nn evaluates each path with its own small operations over all edges at once; on a CPU
+    that is the bulk of a convolution's time, spent moving ``(E, irreps_out.dim)`` tensors
+    through memory. Here the kernel of each input irrep (the Wigner 3j blocks of all its paths
+    times their path weights) is built once, in float64, from ``tp``'s instructions. Input
+    irreps with the same kernel (the two parities of an ``l``) form one group. The edges go
+    in chunks small enough for their messages to stay in cache: per chunk, one product
+    ``y @ K`` gives every edge's kernel, and per group the sources' features are contracted
+    with it (``ir.dim`` multiply-adds), multiplied by the weights and added to their targets.
+    The sums are put in ``tp``'s output layout on the targets, not on the edges. It equals
+    ``tp`` followed by the sum up to round-off (terms are added in another order); on this
+    project's QM9 model it is 5x faster than e3nn forward, 4x forward and backward.
+
+    Args:
+        tp: the tensor product (its instructions and irreps; it is not kept).
+        chunk_size: edges per chunk on a CPU; on other devices all edges form one chunk.
+
+    Shapes: ``forward(x (N_src, irreps_in1.dim), y (E, irreps_in2.dim), weight (E,
+    weight_numel), edge_index (2, E), num_out)`` returns ``(num_out, irreps_out.dim)``.
+
+    >>> tp = o3.TensorProduct("4x0e+4x1o", "0e+1o", "4x0e+4x1o+4x1o+4x0e",
+    ...     [(0, 0, 0, "uvu", True), (0, 1, 1, "uvu", True), (1, 0, 2, "uvu", True), (1, 1, 3, "uvu", True)],
+    ...     shared_weights=False, internal_weights=False)
+    >>> stp = ScatterTensorProduct(tp)
+    >>> x, y, w = torch.randn(3, 16), torch.randn(5, 4), torch.randn(5, tp.weight_numel)
+    >>> edge_index = torch.tensor([[0, 1, 2, 2, 0], [1, 0, 0, 1, 1]])
+    >>> reference = torch.zeros(2, 32).index_add_(0, edge_index[1], tp(x[edge_index[0]], y, w))
+    >>> torch.allclose(stp(x, y, w, edge_index, num_out=2), reference, atol=1e-5)
+    True
+    """
+
+    def __init__(self, tp: o3.TensorProduct, chunk_size: int = 512) -> None:
+        super().__init__()
+        self.chunk_size = chunk_size
+        self.irreps_in1, self.irreps_in2, self.irreps_out = tp.irreps_in1, tp.irreps_in2, tp.irreps_out
+        if tp.shared_weights or any(i.connection_mode != "uvu" for i in tp.instructions):
+            raise ValueError("ScatterTensorProduct needs uvu instructions and per-edge weights (shared_weights=False)")
+        if any(mul != 1 for mul, _ in self.irreps_in2):
+            raise ValueError(f"ScatterTensorProduct needs a second input of multiplicity 1, got {self.irreps_in2}")
+        self.weight_numel = tp.weight_numel
+
+        kernels, columns = self._kernels(tp)
+        # group the input irreps that share a kernel (e.g. both parities of an l): one batched product serves them all
+        groups = []  # (kernel, input irreps)
+        for i_in, kernel in kernels.items():
+            same = [g for g in groups if g[0].shape == kernel.shape and torch.equal(g[0], kernel)]
+            if same:
+                same[0][1].append(i_in)
+            else:
+                groups.append((kernel, [i_in]))
+        self.groups = [(members, kernel.shape[1], kernel.shape[2]) for kernel, members in groups]  # (irreps, ir.dim, width)
+        blocks = [kernel.flatten(1) for kernel, _ in groups]
+        weight_index = [columns[i][0].flatten() for _, members in groups for i in members]
+        out_index = torch.cat([columns[i][1].flatten() for _, members in groups for i in members])
+        if not torch.equal(torch.sort(out_index).values, torch.arange(self.irreps_out.dim)):
+            raise ValueError("ScatterTensorProduct needs exactly one instruction for each output irrep")
+        self.register_buffer("kernel", torch.cat(blocks, dim=1), persistent=False)  # float64, cast when used
+        self.register_buffer("weight_index", torch.cat(weight_index), persistent=False)
+        self.register_buffer("out_order", torch.argsort(out_index), persistent=False)  # ours -> tp's layout
+
+    @staticmethod
+    def _kernels(tp: o3.TensorProduct):
+        """Each input irrep's kernel ``(irreps_in2.dim, ir.dim, width)`` in float64: the path
+        weight times the Wigner 3j symbol of each of its paths, side by side (e3nn's ``uvu``:
+        ``out[u, k] = path_weight * w[u] * sum_ij w3j[i, j, k] x1[u, i] x2[j]``); and, per channel
+        and kernel column, the weight it is multiplied by and its column in ``tp``'s output."""
+        weight_offsets = torch.cumsum(torch.tensor([0] + [i.path_shape[0] for i in tp.instructions]), 0)
+        kernels, columns = {}, {}
+        for i_in, (mul, ir) in enumerate(tp.irreps_in1):
+            blocks, weights, outs = [], [], []
+            for k, ins in enumerate(tp.instructions):
+                if ins.i_in1 != i_in:
+                    continue
+                ir_in2, (_, ir_out) = tp.irreps_in2[ins.i_in2].ir, tp.irreps_out[ins.i_out]
+                w3j = o3.wigner_3j(ir.l, ir_in2.l, ir_out.l, dtype=torch.float64)  # (ir.dim, ir_in2.dim, ir_out.dim)
+                block = torch.zeros(tp.irreps_in2.dim, ir.dim, ir_out.dim, dtype=torch.float64)
+                block[tp.irreps_in2.slices()[ins.i_in2]] = ins.path_weight * w3j.transpose(0, 1)
+                blocks.append(block)
+                u, m = torch.arange(mul)[:, None], torch.arange(ir_out.dim)[None, :]
+                weights.append((weight_offsets[k] + u).expand(mul, ir_out.dim))
+                outs.append(tp.irreps_out[: ins.i_out].dim + u * ir_out.dim + m)
+            if blocks:
+                kernels[i_in] = torch.cat(blocks, dim=-1)  # (in2.dim, ir.dim, width)
+                columns[i_in] = (torch.cat(weights, dim=1), torch.cat(outs, dim=1))  # (mul, width) each
+        return kernels, columns
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, edge_index: torch.Tensor, num_out: int) -> torch.Tensor:
+        src, dst = edge_index[0], edge_index[1]  # (E,), (E,)
+        kernel = self.kernel.to(x.dtype)  # (irreps_in2.dim, sum over groups of ir.dim * width)
+        # each group's features on the edges' sources, channels stacked: (E, channels, ir.dim)
+        slices = self.irreps_in1.slices()
+        features = [
+            torch.cat([x[:, slices[i]].reshape(len(x), self.irreps_in1[i].mul, dim) for i in members], dim=1)[src]
+            for members, dim, _ in self.groups
+        ]
+        sums = [x.new_zeros(num_out, f.shape[1] * width) for f, (_, _, width) in zip(features, self.groups)]
+        # chunks of edges small enough for their messages to stay in cache; split (not sliced)
+        # so that backward concatenates the chunks' gradients once
+        chunk = self.chunk_size if x.device.type == "cpu" else max(1, len(src))
+        chunks = zip(dst.split(chunk), y.split(chunk), weight.split(chunk), *(f.split(chunk) for f in features))
+        for dst_chunk, y_chunk, weight_chunk, *features_chunk in chunks:
+            kernels = y_chunk @ kernel  # (n, sum over groups of ir.dim * width)
+            n, column, weight_column = kernels.shape[0], 0, 0
+            for (_, dim, width), xe, total in zip(self.groups, features_chunk, sums):
+                k = kernels[:, column : column + dim * width].view(n, 1, dim, width)  # (n, 1, ir.dim, width)
+                column += dim * width
+                messages = xe[:, :, 0, None] * k[:, :, 0]  # (n, channels, width)
+                for i in range(1, dim):
+                    messages = messages.addcmul(xe[:, :, i, None], k[:, :, i])
+                size = messages.shape[1] * width
+                w = weight_chunk.index_select(1, self.weight_index[weight_column : weight_column + size])  # (n, channels * width)
+                weight_column += size
+                total.index_add_(0, dst_chunk, messages.view(n, size) * w)
+        return torch.cat(sums, dim=1)[:, self.out_order]  # (num_out, irreps_out.dim), tp's layout
