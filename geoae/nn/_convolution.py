@@ -232,5 +232,5 @@ class NequIPConvolution(Convolution):
 
         h = self.linear_in(x)  # (num_src_nodes, irreps_in.dim)
         out = self.scatter_tp(h, edge_sh, weights, edge_index, num_nodes_out)  # (num_nodes_out, irreps_mid.dim)
-        out = out / math.sqrt(self.avg_num_neighbors)
-        return self.linear_out(out)  # (num_nodes_out, irreps_out.dim)
+        # divided after the linear map (the same, on fewer numbers)
+        return self.linear_out(out) / math.sqrt(self.avg_num_neighbors)  # (num_nodes_out, irreps_out.dim)

@@ -99,10 +99,9 @@ class ScatterTensorProduct(torch.nn.Module):
     def forward(self, x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, edge_index: torch.Tensor, num_out: int) -> torch.Tensor:
         src, dst = edge_index[0], edge_index[1]  # (E,), (E,)
         kernel = self.kernel.to(x.dtype)  # (irreps_in2.dim, sum over groups of ir.dim * width)
-        # each group's features on the edges' sources, channels stacked: (E, channels, ir.dim)
         slices = self.irreps_in1.slices()
-        features = [
-            torch.cat([x[:, slices[i]].reshape(len(x), self.irreps_in1[i].mul, dim) for i in members], dim=1)[src]
+        features = [  # each group's features on the edges' sources, channels stacked: (E, channels, ir.dim)
+            torch.cat([x[:, slices[i]].reshape(len(x), self.irreps_in1[i].mul, dim) for i in members], dim=1).index_select(0, src)
             for members, dim, _ in self.groups
         ]
         sums = [x.new_zeros(num_out, f.shape[1] * width) for f, (_, _, width) in zip(features, self.groups)]
@@ -123,4 +122,4 @@ class ScatterTensorProduct(torch.nn.Module):
                 w = weight_chunk.index_select(1, self.weight_index[weight_column : weight_column + size])  # (n, channels * width)
                 weight_column += size
                 total.index_add_(0, dst_chunk, messages.view(n, size) * w)
-        return torch.cat(sums, dim=1)[:, self.out_order]  # (num_out, irreps_out.dim), tp's layout
+        return torch.cat(sums, dim=1).index_select(1, self.out_order)  # (num_out, irreps_out.dim), tp's layout
