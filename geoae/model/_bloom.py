@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from e3nn import o3
 
-from geoae.nn import irreps_from_lmax
+from geoae.nn import BilinearForm, irreps_from_lmax
 
 __all__ = ["BloomHead", "QuadraticLinear"]
 
@@ -35,13 +35,17 @@ class QuadraticLinear(torch.nn.Module):
         irreps_mid = irreps_from_lmax(mul_quadratic, lmax_in, "both" if len(parities) > 1 else "sh")
         self.linear = o3.Linear(self.irreps_in, self.irreps_out)
         self.pre = o3.Linear(self.irreps_in, irreps_mid)
-        self.quadratic = o3.FullyConnectedTensorProduct(irreps_mid, irreps_mid, self.irreps_out)
+        self.quadratic = o3.FullyConnectedTensorProduct(irreps_mid, irreps_mid, self.irreps_out)  # holds the weights
+        self.square = BilinearForm(self.quadratic)  # evaluates it, 4-5x faster on a CPU
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         mid = self.pre(x)  # (..., irreps_mid.dim)
         # divide by an invariant, sqrt(1 + mean square), so the square stays of the size of x
         mid = mid / (1 + mid.pow(2).mean(dim=-1, keepdim=True)).sqrt()
-        return self.linear(x) + self.quadratic(mid, mid)  # (..., irreps_out.dim)
+        shape = mid.shape[:-1]
+        mid = mid.reshape(-1, mid.shape[-1])  # (Z, irreps_mid.dim)
+        square = self.square(mid, mid, self.quadratic.weight).reshape(shape + (-1,))  # (..., irreps_out.dim)
+        return self.linear(x) + square
 
 
 class BloomHead(torch.nn.Module):

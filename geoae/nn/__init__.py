@@ -5,6 +5,7 @@ Convolutions share one interface (:class:`Convolution`) and are built by name fr
 :func:`register_convolution`.
 """
 
+from ._bilinear import BilinearForm
 from ._block import GatedBlock
 from ._convolution import (
     CONVOLUTIONS,
@@ -29,5 +30,6 @@ __all__ = [
     "register_convolution",
     "build_convolution",
     "GatedBlock",
+    "BilinearForm",
     "irreps_from_lmax",
 ]
