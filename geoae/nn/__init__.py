@@ -1,4 +1,6 @@
-"""Equivariant neural-network building blocks: radius graph, radial basis, convolutions, blocks.
+"""Equivariant neural-network building blocks: radius graph, radial basis, convolutions, blocks,
+and faster evaluations of two kinds of e3nn tensor product (:class:`ScatterTensorProduct`,
+:class:`BilinearForm`).
 
 Convolutions share one interface (:class:`Convolution`) and are built by name from
 :data:`CONVOLUTIONS` with :func:`build_convolution`; new families register with
