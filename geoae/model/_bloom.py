@@ -44,7 +44,7 @@ class QuadraticLinear(torch.nn.Module):
         mid = mid / (1 + mid.pow(2).mean(dim=-1, keepdim=True)).sqrt()
         shape = mid.shape[:-1]
         mid = mid.reshape(-1, mid.shape[-1])  # (Z, irreps_mid.dim)
-        square = self.square(mid, mid, self.quadratic.weight).reshape(shape + (-1,))  # (..., irreps_out.dim)
+        square = self.square(mid, mid, self.quadratic.weight).reshape(shape + (self.irreps_out.dim,))  # (..., irreps_out.dim)
         return self.linear(x) + square
 
 
