@@ -3,6 +3,8 @@
 import torch
 from e3nn import o3
 
+from ._paths import paths
+
 __all__ = ["BilinearForm"]
 
 
@@ -33,16 +35,12 @@ class BilinearForm(torch.nn.Module):
             raise ValueError("BilinearForm needs uvw instructions with shared weights")
         self.irreps_in1, self.irreps_in2, self.irreps_out = tp.irreps_in1, tp.irreps_in2, tp.irreps_out
         self.weight_numel, self.chunk_size = tp.weight_numel, chunk_size
-        self.paths = []  # per instruction: slices of in1, in2, out, and of the weights, and the path shape
-        offset = 0
         s1, s2, so = self.irreps_in1.slices(), self.irreps_in2.slices(), self.irreps_out.slices()
-        for k, ins in enumerate(tp.instructions):
-            l1, l2, l3 = (irreps[i].ir.l for irreps, i in [(tp.irreps_in1, ins.i_in1), (tp.irreps_in2, ins.i_in2), (tp.irreps_out, ins.i_out)])
-            # e3nn's uvw: out[w, k] = path_weight * sum_uvij weight[u, v, w] w3j[i, j, k] x1[u, i] x2[v, j]
-            self.register_buffer(f"w3j_{k}", ins.path_weight * o3.wigner_3j(l1, l2, l3, dtype=torch.float64), persistent=False)
-            size = ins.path_shape[0] * ins.path_shape[1] * ins.path_shape[2]
-            self.paths.append((s1[ins.i_in1], s2[ins.i_in2], so[ins.i_out], slice(offset, offset + size), ins.path_shape))
-            offset += size
+        self.paths = []  # per path: slices of in1, in2, out and of the weights, and the weights' shape
+        for k, path in enumerate(paths(tp)):
+            ins = path.instruction
+            self.register_buffer(f"w3j_{k}", path.w3j, persistent=False)  # (ir1.dim, ir2.dim, ir_out.dim)
+            self.paths.append((s1[ins.i_in1], s2[ins.i_in2], so[ins.i_out], path.weights, ins.path_shape))
 
     def bilinear(self, weight: torch.Tensor) -> torch.Tensor:
         """``B`` ``(irreps_in1.dim, irreps_in2.dim, irreps_out.dim)`` for the flat ``weight``."""
@@ -59,4 +57,4 @@ class BilinearForm(torch.nn.Module):
         for a, b in zip(x1.split(self.chunk_size), x2.split(self.chunk_size)):  # bounds the (chunk, in2.dim * out.dim) product
             partial = (a @ form).view(len(a), self.irreps_in2.dim, self.irreps_out.dim)  # sum over in1: (z, in2.dim, out.dim)
             out.append(torch.bmm(b[:, None, :], partial)[:, 0])  # sum over in2: (z, out.dim)
-        return torch.cat(out) if out else x1.new_zeros(0, self.irreps_out.dim)
+        return torch.cat(out)  # (split gives one empty chunk for an empty batch)

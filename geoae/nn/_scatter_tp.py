@@ -3,6 +3,8 @@
 import torch
 from e3nn import o3
 
+from ._paths import paths
+
 __all__ = ["ScatterTensorProduct"]
 
 
@@ -61,6 +63,12 @@ class ScatterTensorProduct(torch.nn.Module):
             else:
                 groups.append((kernel, [i_in]))
         self.groups = [(members, kernel.shape[1], kernel.shape[2]) for kernel, members in groups]  # (irreps, ir.dim, width)
+        self.columns = []  # per group: its columns of the kernel, and of the messages (weight_index)
+        column = message_column = 0
+        for members, dim, width in self.groups:
+            size = sum(self.irreps_in1[i].mul for i in members) * width
+            self.columns.append((slice(column, column + dim * width), slice(message_column, message_column + size)))
+            column, message_column = column + dim * width, message_column + size
         blocks = [kernel.flatten(1) for kernel, _ in groups]
         weight_index = [columns[i][0].flatten() for _, members in groups for i in members]
         out_index = torch.cat([columns[i][1].flatten() for _, members in groups for i in members])
@@ -76,20 +84,19 @@ class ScatterTensorProduct(torch.nn.Module):
         weight times the Wigner 3j symbol of each of its paths, side by side (e3nn's ``uvu``:
         ``out[u, k] = path_weight * w[u] * sum_ij w3j[i, j, k] x1[u, i] x2[j]``); and, per channel
         and kernel column, the weight it is multiplied by and its column in ``tp``'s output."""
-        weight_offsets = torch.cumsum(torch.tensor([0] + [i.path_shape[0] for i in tp.instructions]), 0)
-        kernels, columns = {}, {}
+        kernels, columns, all_paths = {}, {}, paths(tp)
         for i_in, (mul, ir) in enumerate(tp.irreps_in1):
             blocks, weights, outs = [], [], []
-            for k, ins in enumerate(tp.instructions):
+            for path in all_paths:
+                ins = path.instruction
                 if ins.i_in1 != i_in:
                     continue
-                ir_in2, (_, ir_out) = tp.irreps_in2[ins.i_in2].ir, tp.irreps_out[ins.i_out]
-                w3j = o3.wigner_3j(ir.l, ir_in2.l, ir_out.l, dtype=torch.float64)  # (ir.dim, ir_in2.dim, ir_out.dim)
+                ir_out = tp.irreps_out[ins.i_out].ir
                 block = torch.zeros(tp.irreps_in2.dim, ir.dim, ir_out.dim, dtype=torch.float64)
-                block[tp.irreps_in2.slices()[ins.i_in2]] = ins.path_weight * w3j.transpose(0, 1)
+                block[tp.irreps_in2.slices()[ins.i_in2]] = path.w3j.transpose(0, 1)
                 blocks.append(block)
                 u, m = torch.arange(mul)[:, None], torch.arange(ir_out.dim)[None, :]
-                weights.append((weight_offsets[k] + u).expand(mul, ir_out.dim))
+                weights.append((path.weights.start + u).expand(mul, ir_out.dim))
                 outs.append(tp.irreps_out[: ins.i_out].dim + u * ir_out.dim + m)
             if blocks:
                 kernels[i_in] = torch.cat(blocks, dim=-1)  # (in2.dim, ir.dim, width)
@@ -104,22 +111,19 @@ class ScatterTensorProduct(torch.nn.Module):
             torch.cat([x[:, slices[i]].reshape(len(x), self.irreps_in1[i].mul, dim) for i in members], dim=1).index_select(0, src)
             for members, dim, _ in self.groups
         ]
-        sums = [x.new_zeros(num_out, f.shape[1] * width) for f, (_, _, width) in zip(features, self.groups)]
+        sums = [x.new_zeros(num_out, messages.stop - messages.start) for _, messages in self.columns]
         # chunks of edges small enough for their messages to stay in cache; split (not sliced)
         # so that backward concatenates the chunks' gradients once
         chunk = self.chunk_size if x.device.type == "cpu" else max(1, len(src))
         chunks = zip(dst.split(chunk), y.split(chunk), weight.split(chunk), *(f.split(chunk) for f in features))
         for dst_chunk, y_chunk, weight_chunk, *features_chunk in chunks:
             kernels = y_chunk @ kernel  # (n, sum over groups of ir.dim * width)
-            n, column, weight_column = kernels.shape[0], 0, 0
-            for (_, dim, width), xe, total in zip(self.groups, features_chunk, sums):
-                k = kernels[:, column : column + dim * width].view(n, 1, dim, width)  # (n, 1, ir.dim, width)
-                column += dim * width
+            n = kernels.shape[0]
+            for (_, dim, width), (kernel_columns, message_columns), xe, total in zip(self.groups, self.columns, features_chunk, sums):
+                k = kernels[:, kernel_columns].view(n, 1, dim, width)  # (n, 1, ir.dim, width)
                 messages = xe[:, :, 0, None] * k[:, :, 0]  # (n, channels, width)
                 for i in range(1, dim):
                     messages = messages.addcmul(xe[:, :, i, None], k[:, :, i])
-                size = messages.shape[1] * width
-                w = weight_chunk.index_select(1, self.weight_index[weight_column : weight_column + size])  # (n, channels * width)
-                weight_column += size
-                total.index_add_(0, dst_chunk, messages.view(n, size) * w)
+                w = weight_chunk.index_select(1, self.weight_index[message_columns])  # (n, channels * width)
+                total.index_add_(0, dst_chunk, messages.view(n, total.shape[1]) * w)
         return torch.cat(sums, dim=1).index_select(1, self.out_order)  # (num_out, irreps_out.dim), tp's layout
