@@ -44,7 +44,7 @@ def evaluate(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     if cfg.get("threads"):
         torch.set_num_threads(cfg.threads)
-    model = geoae.load(checkpoint_path(str(cfg.checkpoint)))
+    model = geoae.load(checkpoint_path(str(cfg.checkpoint)), child_count=cfg.get("child_count"))
     datamodule = build(cfg.data)
     (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     start = time.perf_counter()

@@ -7,7 +7,6 @@ from collections import defaultdict
 import torch
 
 from geoae.model import Autoencoder
-from geoae.sphere import find_peaks
 
 __all__ = ["level_errors"]
 
@@ -15,9 +14,9 @@ __all__ = ["level_errors"]
 @torch.no_grad()
 def level_errors(model: Autoencoder, batches) -> dict:
     """Judge every unpooling level on its own: the decoder runs teacher forced (on the
-    encoder's hierarchy, as in training), and each parent's predicted children (the peaks of
-    its signal, :func:`geoae.sphere.find_peaks` with default arguments, plus the centre child
-    when its logit is positive) are compared with its true children.
+    encoder's hierarchy, as in training), and each parent's predicted children (as decoding
+    reads them, :meth:`geoae.model.Decoder.read_children`: the peaks of its signal, plus the centre
+    child when its logit is positive) are compared with its true children.
 
     A free-running decoding is right only if every level is; the level where the rate of
     right parents drops first is where reconstructions break.
@@ -48,15 +47,13 @@ def level_errors(model: Autoencoder, batches) -> dict:
             offset = hierarchy.pos[p.level] - hierarchy.pos[p.level + 1][parent]  # (N_l, 3)
             is_centre = offset.norm(dim=1) < model.min_radius  # (N_l,)
             num_parents = p.signal.shape[0]
-            peaks = find_peaks(p.signal)
-            true_count = torch.bincount(parent[~is_centre], minlength=num_parents)  # (M,)
-            found = torch.bincount(peaks.index, minlength=num_parents)  # (M,)
+            predicted_parent, predicted, _ = model.decoder.read_children(p)  # (P,), (P, 3)
+            true_count = torch.bincount(parent, minlength=num_parents)  # (M,), centre children included
+            found = torch.bincount(predicted_parent, minlength=num_parents)  # (M,)
             has_centre = torch.zeros(num_parents, dtype=torch.bool, device=parent.device)
             has_centre[parent[is_centre]] = True
             right = (found == true_count) & ((p.centre_logit > 0) == has_centre)  # (M,)
             # nearest predicted child of the same parent, for each true child of a right parent
-            predicted = torch.cat([peaks.vectors, p.centre_vector[p.centre_logit > 0]])  # (P, 3)
-            predicted_parent = torch.cat([peaks.index, (p.centre_logit > 0).nonzero().flatten()])  # (P,)
             judged = right[parent]  # (N_l,)
             same = parent[judged][:, None] == predicted_parent[None, :]  # (N_j, P)
             distance = torch.cdist(offset[judged], predicted).masked_fill(~same, float("inf"))  # (N_j, P)

@@ -63,6 +63,10 @@ class Autoencoder(torch.nn.Module):
         min_radius: a child closer than this to its parent is the parent's centre child; the
             convolutions fade directions in over this length (continuous at zero length).
         merge_radius: decoded children closer than this are merged.
+        child_count: how the decoder reads a point's number of children off its signal,
+            ``"integral"`` (the signal's integral, :func:`geoae.sphere.count_vectors`) or
+            ``"peaks"`` (peaks above :func:`geoae.sphere.find_peaks`' thresholds); see
+            :class:`Decoder`. It changes decoding only, not training or the weights.
         conv, num_basis, radial_hidden: the convolution family and its radial network.
         avg_num_neighbors: the convolutions divide their summed messages by its square root;
             about the mean number of neighbours within ``r_max`` (QM9 atoms at 3.5 A: ~10).
@@ -84,6 +88,7 @@ class Autoencoder(torch.nn.Module):
         convs_per_level: int = 1,
         min_radius: float = 0.1,
         merge_radius: float = 0.3,
+        child_count: str = "integral",
         conv: str = "nequip",
         num_basis: int = 8,
         radial_hidden: int = 32,
@@ -118,6 +123,7 @@ class Autoencoder(torch.nn.Module):
             signal_lmax=signal_lmax,
             min_radius=min_radius,
             merge_radius=merge_radius,
+            child_count=child_count,
             max_points=level_sizes(max_atoms, pool_ratio),
             **common,
             **conv_kwargs,

@@ -45,10 +45,16 @@ def save(model: Autoencoder, path: str | os.PathLike) -> None:
         torch.save({CHECKPOINT_KEY: {"model": model.config}, "state_dict": state}, tmp)
 
 
-def load(name_or_path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Autoencoder:
+def load(
+    name_or_path: str | os.PathLike, map_location: str | torch.device = "cpu", child_count: str | None = None
+) -> Autoencoder:
     """Load an :class:`Autoencoder`, in eval mode, from a pretrained model's name (one of
     :data:`PRETRAINED`: ``"qm9"``, ``"tetris"``), a checkpoint written by ``geoae-train``
     (``model.ckpt``, ``checkpoints/last.ckpt``) or a file written by :func:`save`.
+
+    ``child_count`` (``"integral"`` or ``"peaks"``, see :class:`Decoder`) decodes with that
+    rule instead of the one the checkpoint names; it changes no weight. A checkpoint written
+    before the option existed names none and gets the default, ``"integral"``.
 
     Raises ``FileNotFoundError`` for a name that is neither a file nor a pretrained model
     (listing those), and ``ValueError`` naming the file when it is not a geoae checkpoint.
@@ -61,11 +67,11 @@ def load(name_or_path: str | os.PathLike, map_location: str | torch.device = "cp
                 f"pretrained models: {sorted(PRETRAINED)}"
             )
         with resources.as_file(resources.files("geoae.pretrained") / PRETRAINED[str(name_or_path)]) as shipped:
-            return _load_file(shipped, map_location)
-    return _load_file(path, map_location)
+            return _load_file(shipped, map_location, child_count)
+    return _load_file(path, map_location, child_count)
 
 
-def _load_file(path: Path, map_location: str | torch.device) -> Autoencoder:
+def _load_file(path: Path, map_location: str | torch.device, child_count: str | None) -> Autoencoder:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such checkpoint file")
     try:
@@ -74,7 +80,10 @@ def _load_file(path: Path, map_location: str | torch.device) -> Autoencoder:
         raise ValueError(f"{path}: not a geoae checkpoint (torch cannot load it: {type(error).__name__})") from error
     if not isinstance(checkpoint, dict) or CHECKPOINT_KEY not in checkpoint or "state_dict" not in checkpoint:
         raise ValueError(f"{path}: not a geoae checkpoint (no {CHECKPOINT_KEY!r} model configuration in it)")
-    model = Autoencoder(**checkpoint[CHECKPOINT_KEY]["model"])
+    config = dict(checkpoint[CHECKPOINT_KEY]["model"])
+    if child_count is not None:
+        config["child_count"] = child_count
+    model = Autoencoder(**config)
     state = {k[len(_STATE_PREFIX) :]: v for k, v in checkpoint["state_dict"].items() if k.startswith(_STATE_PREFIX)}
     model.load_state_dict(state)
     return model.eval()

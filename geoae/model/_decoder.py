@@ -9,13 +9,19 @@ from e3nn import o3
 from torch_geometric.utils import scatter
 
 from geoae.nn import GatedBlock, radius_graph
-from geoae.sphere import find_peaks
+from geoae.sphere import find_counted_peaks, find_peaks
 
 from ._bloom import BloomHead
 from ._encoder import Combine
 from ._hierarchy import Hierarchy
 
-__all__ = ["Decoder", "Decoded", "BloomPrediction"]
+__all__ = ["CHILD_COUNTS", "Decoder", "Decoded", "BloomPrediction"]
+
+#: How a decoder reads a point's number of children off its signal (``child_count``).
+CHILD_COUNTS = {
+    "integral": "as many as the signal's integral counts (geoae.sphere.find_counted_peaks)",
+    "peaks": "every peak above find_peaks' thresholds (geoae.sphere.find_peaks)",
+}
 
 
 @dataclass(frozen=True)
@@ -94,6 +100,14 @@ class Decoder(torch.nn.Module):
     level 0); a free-running decoding that blooms more than twice that many children at a
     level (an untrained model can) keeps the ones with the highest peak amplitude, so memory
     stays bounded.
+
+    ``child_count`` (a key of :data:`CHILD_COUNTS`) is how many children a signal gives:
+    ``"integral"`` (default) reads the count off the signal's integral
+    (:func:`geoae.sphere.count_vectors`) and keeps that many peaks, searching again at a lower
+    threshold when too few stand out; ``"peaks"`` takes every peak above
+    :func:`geoae.sphere.find_peaks`' thresholds. On a signal the network predicts well both
+    agree; where it blurs a peak (it is unsure of the child's place), the peak's height falls
+    under the threshold first, while the integral still counts the child.
     """
 
     def __init__(
@@ -108,9 +122,14 @@ class Decoder(torch.nn.Module):
         min_radius: float,
         merge_radius: float,
         max_points: list[int],
+        child_count: str = "integral",
         **conv_kwargs,
     ):
         super().__init__()
+        if child_count not in CHILD_COUNTS:
+            valid = "; ".join(f"{k!r}: {v}" for k, v in CHILD_COUNTS.items())
+            raise ValueError(f"unknown child_count={child_count!r}; valid: {valid}")
+        self.child_count = child_count
         self.max_points = list(max_points)
         self.irreps_hidden, self.irreps_latent = o3.Irreps(irreps_hidden), o3.Irreps(irreps_latent)
         self.num_levels, self.r_max = num_levels, r_max
@@ -132,6 +151,23 @@ class Decoder(torch.nn.Module):
         for conv in convs:
             h = conv(h, edge_index, edge_vec)
         return h
+
+    def read_children(self, prediction: BloomPrediction) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The children one level's prediction decodes to: the peaks of each parent's signal
+        (as many as ``child_count`` says) and a centre child where its logit is positive.
+
+        Returns ``parent (P,)`` (index of each child's parent point), ``offset (P, 3)`` (from
+        the parent) and ``score (P,)`` (peak amplitude; 1 for centre children).
+        """
+        if self.child_count == "integral":
+            peaks = find_counted_peaks(prediction.signal)
+        else:
+            peaks = find_peaks(prediction.signal)
+        centre = (prediction.centre_logit > 0).nonzero().flatten()  # (M_c,)
+        parent = torch.cat([peaks.index, centre])  # (P,)
+        offset = torch.cat([peaks.vectors, prediction.centre_vector[centre]])  # (P, 3)
+        score = torch.cat([peaks.amplitudes, peaks.amplitudes.new_ones(len(centre))])  # (P,)
+        return parent, offset, score
 
     def teacher_forced(self, latent: torch.Tensor, hierarchy: Hierarchy) -> tuple[list[BloomPrediction], torch.Tensor]:
         """Decode on the encoder's hierarchy (its positions and parents at every level).
@@ -163,12 +199,7 @@ class Decoder(torch.nn.Module):
         batch = torch.arange(num_structures, device=latent.device)  # (B,)
         for level in reversed(range(self.num_levels)):
             h = self._convolve(self.convs[level], h, pos, batch)  # (M, hidden)
-            signal, centre_logit, centre_vector = self.blooms[level](h)
-            peaks = find_peaks(signal)
-            centre = (centre_logit > 0).nonzero().flatten()  # (M_c,)
-            parent = torch.cat([peaks.index, centre])  # (P,)
-            offset = torch.cat([peaks.vectors, centre_vector[centre]])  # (P, 3)
-            score = torch.cat([peaks.amplitudes, peaks.amplitudes.new_ones(len(centre))])  # (P,)
+            parent, offset, score = self.read_children(BloomPrediction(level, *self.blooms[level](h)))  # (P,), (P, 3), (P,)
             keep = _strongest(score, batch[parent], num_structures, 2 * self.max_points[level])
             parent, offset = parent[keep], offset[keep]
             order = torch.sort(batch[parent], stable=True).indices  # children sorted by structure

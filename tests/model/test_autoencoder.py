@@ -209,3 +209,23 @@ def test_position_noise_moves_what_the_decoder_sees_and_nothing_else():
     assert noisy["loss"].isfinite() and not torch.allclose(noisy["signal"], clean["signal"])
     noisy["loss"].backward()
     assert all(p.grad is not None and p.grad.isfinite().all() for p in model.decoder.parameters() if p.requires_grad)
+
+
+def test_child_count_is_checked_at_construction():
+    with pytest.raises(ValueError, match="unknown child_count='sum'; valid: 'integral': .*; 'peaks': "):
+        Autoencoder(**dict(SMALL, child_count="sum"))
+    with pytest.raises(ValueError, match="unknown child_count='sum'"):
+        load("tetris", child_count="sum")
+
+
+def test_child_count_rules_agree_on_the_shipped_tetris_model_and_differ_on_qm9():
+    latent = load("tetris").encode(tetris())
+    integral, peaks = (load("tetris", child_count=rule).decode_tensors(latent) for rule in ("integral", "peaks"))
+    assert load("tetris").decoder.child_count == "integral"  # the default, for checkpoints that name none
+    for a, b in zip((integral.pos, integral.species, integral.batch), (peaks.pos, peaks.species, peaks.batch)):
+        assert torch.equal(a, b)
+    # the QM9 model's blurred signals: thresholds lose children that the integral counts
+    structures = [molecule(formula) for formula in ("CH3OH", "C6H6", "CH3CH2OH", "CH3COOH")]
+    latent = load("qm9").encode(structures)
+    counts = {rule: len(load("qm9", child_count=rule).decode_tensors(latent).pos) for rule in ("integral", "peaks")}
+    assert counts["integral"] > counts["peaks"]
