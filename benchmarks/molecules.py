@@ -5,11 +5,11 @@ where the time goes (a per-stage split and, with ``--profile``, cProfile's top e
 
 Stages of one batch, timed separately: the pooling hierarchy (symmetric clustering, no
 parameters), the encoder network, and the decoder split into its networks and
-``geoae.sphere.find_peaks``. Peak memory is the process's resident-set high-water mark (CPU) or
+peak finding (``geoae.sphere.find_peaks`` or ``find_counted_peaks``). Peak memory is the process's resident-set high-water mark (CPU) or
 ``torch.cuda.max_memory_allocated`` (GPU) after each phase.
 
     python benchmarks/molecules.py [--checkpoint qm9] [--batch-sizes 32 128 512] [--molecules 512]
-                                   [--repeats 3] [--threads 1] [--device cpu] [--profile]
+                                   [--repeats 3] [--threads 1] [--device cpu] [--child-count RULE] [--profile]
 
 Bars (issue 5, this machine's CPU, shipped model): encoding >= 1,000 molecules/s, decoding >=
 200 molecules/s.
@@ -60,26 +60,34 @@ def timed(fn, device, repeats: int, warm_up=None) -> float:
 
 
 class StageTimer:
-    """Wall time spent inside ``find_peaks`` during decoding (the decoder module's reference)."""
+    """Wall time spent in peak finding during decoding: inside the decoder module's
+    ``find_peaks`` and ``find_counted_peaks`` (whichever its ``child_count`` calls)."""
+
+    NAMES = ("find_peaks", "find_counted_peaks")
 
     def __init__(self, device):
         self.device, self.seconds = device, defaultdict(float)
-        self.original = decoder_module.find_peaks
+        self.originals = {name: getattr(decoder_module, name) for name in self.NAMES}
 
-    def __enter__(self):
-        def find_peaks(*args, **kwargs):
+    def _timed(self, original):
+        def wrapper(*args, **kwargs):
             synchronize(self.device)
             start = time.perf_counter()
-            out = self.original(*args, **kwargs)
+            out = original(*args, **kwargs)
             synchronize(self.device)
             self.seconds["find_peaks"] += time.perf_counter() - start
             return out
 
-        decoder_module.find_peaks = find_peaks
+        return wrapper
+
+    def __enter__(self):
+        for name, original in self.originals.items():
+            setattr(decoder_module, name, self._timed(original))
         return self
 
     def __exit__(self, *exc):
-        decoder_module.find_peaks = self.original
+        for name, original in self.originals.items():
+            setattr(decoder_module, name, original)
 
 
 def main() -> None:
@@ -90,12 +98,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--child-count", default=None, help="decoding's child-count rule (integral, peaks); default: the model's")
     parser.add_argument("--profile", action="store_true", help="cProfile of one decode and one training step")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
 
-    model = geoae.load(args.checkpoint, map_location=device).to(device)
+    model = geoae.load(args.checkpoint, map_location=device, child_count=args.child_count).to(device)
     qm9 = load_qm9()
     molecules = QM9Dataset(qm9, qm9_split(qm9["index"])["test"][: args.molecules])
     molecules = [molecules[i] for i in range(len(molecules))]
@@ -167,7 +176,11 @@ def main() -> None:
     n = len(molecules)
     print(f"\nWhere the time goes, batch {size}, ms per molecule:")
     print(f"- encode: hierarchy (clustering) {1e3 * hierarchy_s / n:.3f}, encoder network {1e3 * network_s / n:.3f}")
-    print(f"- decode: find_peaks {1e3 * peaks_s / n:.3f}, the rest (networks, merging) {1e3 * (decode_s - peaks_s) / n:.3f}")
+    print(f"- decode: peak finding {1e3 * peaks_s / n:.3f}, the rest (networks, merging) {1e3 * (decode_s - peaks_s) / n:.3f}")
+    with torch.no_grad():
+        decoded = [model.decode_tensors(latent) for latent in latents]
+    fraction = torch.cat([torch.bincount(d.batch, minlength=b.num_graphs) / torch.bincount(b.batch) for d, b in zip(decoded, data)])
+    print(f"- atoms decoded / input atoms ({model.decoder.child_count} rule): median {fraction.median():.2f}, mean {fraction.mean():.2f}")
 
     if args.profile:
         for name, fn in (
