@@ -19,7 +19,7 @@ from geoae.metrics import ReconstructionErrors, reconstruction_errors, reconstru
 from geoae.model import Autoencoder
 from geoae.plotting import plot_by_size, plot_rmsd_histogram, plot_structure_pairs
 
-from ._levels import level_errors
+from ._levels import free_running_level_errors, level_errors
 
 __all__ = ["evaluate_molecules", "reconstruct_molecules", "write_molecule_report"]
 
@@ -187,8 +187,10 @@ def evaluate_molecules(
     per input atom count). With ``output_dir``, also writes :func:`write_molecule_report`'s
     files there (``num_examples`` molecules drawn beside their reconstructions). ``limit``:
     only the first ``limit`` molecules of ``data`` or of the test set (None: all). The first
-    ``diagnose`` molecules are also decoded teacher forced, each level judged on its own
-    (:func:`level_errors`, under ``"teacher_forced"``): where reconstructions break.
+    The first ``diagnose`` molecules are also decoded teacher forced, each level judged on its
+    own (:func:`level_errors`, under ``"teacher_forced"``), and each level of their free-running
+    decodings is compared with the encoder's hierarchy (:func:`free_running_level_errors`,
+    under ``"free_running"``): where reconstructions break, and how errors add up.
     """
     if data is None:
         if datamodule is None:
@@ -203,6 +205,7 @@ def evaluate_molecules(
     summary = reconstruction_summary(errors)
     if diagnose:
         summary["teacher_forced"] = level_errors(model, _batches(model, _first(data, diagnose), batch_size))
+        summary["free_running"] = free_running_level_errors(model, _batches(model, _first(data, diagnose), batch_size))
     if output_dir is not None:
         write_molecule_report(output_dir, errors, summary, examples)
     return summary

@@ -44,12 +44,18 @@ class BloomPrediction:
 @dataclass(frozen=True)
 class Decoded:
     """Decoded structures: ``pos (N, 3)``, ``species (N,)`` (index into the model's species),
-    ``batch (N,)`` (sorted) and the number of structures ``num_structures``."""
+    ``batch (N,)`` (sorted) and the number of structures ``num_structures``.
+
+    ``levels[l]`` is ``(pos (N_l, 3), batch (N_l,))``, the points decoded at level ``l`` of the
+    hierarchy (0: the atoms, the same as ``pos`` and ``batch``; the roots, at the origin, are
+    not included): what a free-running decoding made of each level.
+    """
 
     pos: torch.Tensor
     species: torch.Tensor
     batch: torch.Tensor
     num_structures: int
+    levels: tuple[tuple[torch.Tensor, torch.Tensor], ...] = ()
 
 
 def merge_duplicates(pos: torch.Tensor, batch: torch.Tensor, radius: float) -> tuple[torch.Tensor, int]:
@@ -197,6 +203,7 @@ class Decoder(torch.nn.Module):
         h = self.unreadout(latent)  # (B, hidden)
         pos = latent.new_zeros(num_structures, 3)  # (B, 3)
         batch = torch.arange(num_structures, device=latent.device)  # (B,)
+        levels = []  # (pos, batch) of each level, from the top
         for level in reversed(range(self.num_levels)):
             h = self._convolve(self.convs[level], h, pos, batch)  # (M, hidden)
             parent, offset, score = self.read_children(BloomPrediction(level, *self.blooms[level](h)))  # (P,), (P, 3), (P,)
@@ -211,5 +218,6 @@ class Decoder(torch.nn.Module):
             edges = torch.unique(torch.stack([parent, label]), dim=1)  # (2, E): parent -> child
             h = self.combines[level](h, edges, pos[edges[0]] - children[edges[1]], num_out=num_children)
             pos, batch = children, child_batch
+            levels.append((pos, batch))
         h = self._convolve(self.convs[self.num_levels], h, pos, batch)
-        return Decoded(pos, self.species(h).argmax(dim=-1), batch, num_structures)
+        return Decoded(pos, self.species(h).argmax(dim=-1), batch, num_structures, tuple(reversed(levels)))
