@@ -3,7 +3,7 @@
 from ._autoencoder import Autoencoder
 from ._bloom import BloomHead, QuadraticLinear
 from ._checkpoint import CHECKPOINT_KEY, PRETRAINED, load, save
-from ._decoder import BloomPrediction, Decoded, Decoder, merge_duplicates
+from ._decoder import CHILD_COUNTS, BloomPrediction, Decoded, Decoder, merge_duplicates
 from ._encoder import Combine, Encoder
 from ._hierarchy import Hierarchy, build_hierarchy, num_levels_for
 
@@ -12,6 +12,7 @@ __all__ = [
     "BloomHead",
     "BloomPrediction",
     "CHECKPOINT_KEY",
+    "CHILD_COUNTS",
     "Combine",
     "Decoded",
     "Decoder",
