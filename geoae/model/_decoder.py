@@ -109,8 +109,9 @@ class Decoder(torch.nn.Module):
 
     ``child_count`` (a key of :data:`CHILD_COUNTS`) is how many children a signal gives:
     ``"integral"`` (default) reads the count off the signal's integral
-    (:func:`geoae.sphere.count_vectors`) and keeps that many peaks, searching again at a lower
-    threshold when too few stand out; ``"peaks"`` takes every peak above
+    (:func:`geoae.sphere.count_vectors`) and keeps that many peaks, completing the signal from
+    what its peaks leave unexplained when too few stand out (:func:`geoae.sphere.find_counted_peaks`);
+    ``"peaks"`` takes every peak above
     :func:`geoae.sphere.find_peaks`' thresholds. On a signal the network predicts well both
     agree; where it blurs a peak (it is unsure of the child's place), the peak's height falls
     under the threshold first, while the integral still counts the child.

@@ -1,9 +1,13 @@
 """How many vectors a signal holds, and its peaks found to that count."""
 
+import math
+
 import torch
 
+from ._detect import _detection, _suppress
+from ._fit import _compact, _Fit, _refine_rows, _target
 from ._harmonics import kernel
-from ._peaks import Peaks, find_peaks
+from ._peaks import Peaks, _extend, _finish, _prune, _residual_candidates, find_peaks
 from ._project import _lmax, check_finite
 
 
@@ -40,24 +44,59 @@ def _keep_first(peaks: Peaks, counts: torch.Tensor) -> Peaks:
     return Peaks(peaks.vectors[keep], peaks.index[keep], peaks.amplitudes[keep])
 
 
+def _fit_of(peaks: Peaks, num_signals: int, width: int) -> _Fit:
+    r"""The fit ``peaks`` came from, padded to ``(num_signals, width)``."""
+    per_signal = torch.bincount(peaks.index, minlength=num_signals)  # (S,)
+    rank = torch.arange(len(peaks.index), device=peaks.index.device) - (per_signal.cumsum(0) - per_signal)[peaks.index]
+    length = peaks.vectors.norm(dim=1)  # (P,)
+    directions = peaks.vectors.new_zeros(num_signals, width, 3)
+    directions[..., 2] = 1  # masked slots hold a valid unit vector
+    directions[peaks.index, rank] = peaks.vectors / length[:, None].clamp(min=torch.finfo(length.dtype).tiny)
+    weights = peaks.vectors.new_zeros(num_signals, width, 2)
+    weights[peaks.index, rank] = torch.stack([peaks.amplitudes, peaks.amplitudes * length], dim=1)
+    mask = torch.zeros(num_signals, width, dtype=torch.bool, device=peaks.index.device)
+    mask[peaks.index, rank] = True
+    return _Fit(directions, weights, mask)
+
+
+def _complete(signals: torch.Tensor, peaks: Peaks, counts: torch.Tensor, threshold: float, resolution, steps: int):
+    r"""``peaks`` of ``signals`` ``(S, 2, M)`` completed towards ``counts`` ``(S,)``: returns
+    ``(vectors, index, amplitudes)``, see :func:`find_counted_peaks`."""
+    lmax = _lmax(signals)
+    detection = _detection(lmax, resolution, signals.dtype, torch.device(signals.device))
+    coefficients = signals.detach()  # [S, 2, M]
+    target = _target(coefficients, lmax)
+    fit = _fit_of(Peaks(*(t.detach() for t in peaks)), len(signals), int(counts.max()))
+    cut = signals.new_full((len(signals),), threshold)  # [S]
+    directions, heights, mask = _residual_candidates(fit, coefficients, detection, cut / 2, lmax)  # highest first
+    mask = _suppress(directions, heights, mask, math.cos(2.5 * detection.grid.spacing))
+    mask &= mask.long().cumsum(dim=1) <= (counts - fit.mask.sum(dim=1))[:, None]  # as many as are missing
+    rows = torch.arange(len(signals), device=counts.device)
+    fit = _refine_rows(_compact(_extend(fit, directions, heights, mask)), rows, target, lmax, steps)
+    return _finish(_prune(fit, target, cut, detection, lmax, steps), signals, rows, lmax)
+
+
 def find_counted_peaks(
     signals: torch.Tensor, counts: torch.Tensor | None = None, low_threshold: float = 0.2, **kwargs
 ) -> Peaks:
     r"""Peaks of each signal, as many as it holds vectors (:func:`count_vectors`).
 
     :func:`find_peaks` (with ``kwargs``) finds the peaks; a signal with more than its count
-    keeps its strongest ones; a signal with fewer is searched again with absolute threshold
-    ``low_threshold`` and no relative one, and keeps the strongest of those. Signals whose
-    peaks match their count are left exactly as :func:`find_peaks` found them.
+    keeps its strongest ones; a signal with fewer is completed: the highest maxima of what its
+    peaks leave unexplained (above ``low_threshold / 2``, away from its peaks), as many as are
+    missing, join them, all are fitted again jointly, and those whose fitted weight ends under
+    ``low_threshold`` are dropped. Signals whose peaks match their count are left exactly as
+    :func:`find_peaks` found them.
 
     For a signal made by :func:`project` both rules agree. For a predicted signal, whose
     peaks are blurred where the prediction is uncertain, a peak's fitted weight can fall
-    under the threshold although the integral still counts its vector.
+    under the threshold although the integral still counts its vector. Like
+    :func:`find_peaks`, the result carries gradients to ``signals`` through a last fitting step.
 
     Args:
         signals: ``(N, 2, (lmax+1)**2)``.
         counts: ``(N,)`` the number of peaks wanted, :func:`count_vectors` when ``None``.
-        low_threshold: absolute threshold of the second search.
+        low_threshold: the smallest weight of a peak added to complete a signal.
         kwargs: passed on to :func:`find_peaks`.
 
     Returns:
@@ -80,13 +119,28 @@ def find_counted_peaks(
     few = (torch.bincount(peaks.index, minlength=num_signals) < counts).nonzero().flatten()  # (F,)
     if len(few) == 0:
         return peaks
-    kwargs = dict(kwargs, threshold=low_threshold, relative_threshold=0.0)
-    again = _keep_first(find_peaks(signals[few], **kwargs), counts[few])
-    kept = ~torch.isin(peaks.index, few)  # (P,)
-    index = torch.cat([peaks.index[kept], few[again.index]])  # (P',)
+    position = torch.full((num_signals,), -1, dtype=torch.long, device=few.device)
+    position[few] = torch.arange(len(few), device=few.device)  # (N,): place in few, -1 elsewhere
+    inside = position[peaks.index] >= 0  # (P,)
+    found = Peaks(peaks.vectors[inside], position[peaks.index[inside]], peaks.amplitudes[inside])
+    chunk_size = kwargs.get("chunk_size", 16384)
+    parts = []
+    for start in range(0, len(few), chunk_size):
+        rows = slice(start, start + chunk_size)
+        here = (found.index >= start) & (found.index < start + chunk_size)
+        vectors, index, amplitudes = _complete(
+            signals[few[rows]],
+            Peaks(found.vectors[here], found.index[here] - start, found.amplitudes[here]),
+            counts[few[rows]],
+            low_threshold,
+            kwargs.get("resolution"),
+            kwargs.get("steps", 4),
+        )
+        parts.append(Peaks(vectors, few[index + start], amplitudes))
+    index = torch.cat([peaks.index[~inside]] + [part.index for part in parts])  # (P',)
     order = torch.sort(index, stable=True).indices  # by signal; within one, as found
     return Peaks(
-        torch.cat([peaks.vectors[kept], again.vectors])[order],
+        torch.cat([peaks.vectors[~inside]] + [part.vectors for part in parts])[order],
         index[order],
-        torch.cat([peaks.amplitudes[kept], again.amplitudes])[order],
+        torch.cat([peaks.amplitudes[~inside]] + [part.amplitudes for part in parts])[order],
     )
