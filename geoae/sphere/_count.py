@@ -4,7 +4,7 @@ import math
 
 import torch
 
-from ._detect import _detection, _suppress
+from ._detect import _detection, _rank, _suppress
 from ._fit import _compact, _Fit, _refine_rows, _target
 from ._harmonics import kernel
 from ._peaks import Peaks, _extend, _finish, _prune, _residual_candidates, find_peaks
@@ -37,17 +37,13 @@ def count_vectors(signals: torch.Tensor) -> torch.Tensor:
 
 def _keep_first(peaks: Peaks, counts: torch.Tensor) -> Peaks:
     """At most ``counts[s]`` peaks of each signal ``s``: its first (strongest) ones."""
-    per_signal = torch.bincount(peaks.index, minlength=len(counts))  # (N,)
-    starts = torch.cumsum(per_signal, 0) - per_signal  # (N,)
-    rank = torch.arange(len(peaks.index), device=counts.device) - starts[peaks.index]  # (P,): rank in its signal
-    keep = rank < counts[peaks.index]  # (P,)
+    keep = _rank(peaks.index, len(counts)) < counts[peaks.index]  # (P,)
     return Peaks(peaks.vectors[keep], peaks.index[keep], peaks.amplitudes[keep])
 
 
 def _fit_of(peaks: Peaks, num_signals: int, width: int) -> _Fit:
     r"""The fit ``peaks`` came from, padded to ``(num_signals, width)``."""
-    per_signal = torch.bincount(peaks.index, minlength=num_signals)  # (S,)
-    rank = torch.arange(len(peaks.index), device=peaks.index.device) - (per_signal.cumsum(0) - per_signal)[peaks.index]
+    rank = _rank(peaks.index, num_signals)  # (P,)
     length = peaks.vectors.norm(dim=1)  # (P,)
     directions = peaks.vectors.new_zeros(num_signals, width, 3)
     directions[..., 2] = 1  # masked slots hold a valid unit vector

@@ -37,14 +37,19 @@ def _local_maxima(values: torch.Tensor, detection: _Detection, cut: torch.Tensor
     return place // width, detection.grid.points[place % width], height
 
 
+def _rank(index: torch.Tensor, num_signals: int) -> torch.Tensor:
+    r"""Each entry's place ``(C,)`` among the entries of its signal, for a sorted ``index`` ``(C,)``."""
+    counts = torch.bincount(index, minlength=num_signals)  # [S]
+    return torch.arange(len(index), device=index.device) - (counts.cumsum(0) - counts)[index]
+
+
 def _pad(signal: torch.Tensor, directions: torch.Tensor, height: torch.Tensor, num_signals: int):
     r"""Ragged candidates to ``(S, K, 3)`` directions and ``(S, K)`` heights and mask, highest first."""
     order = torch.sort(height, descending=True, stable=True).indices
     order = order[torch.sort(signal[order], stable=True).indices]  # by signal, then height
     signal, directions, height = signal[order], directions[order], height[order]
-    counts = torch.bincount(signal, minlength=num_signals)  # [S]
-    width = int(counts.max()) if len(signal) else 0
-    rank = torch.arange(len(signal), device=signal.device) - (counts.cumsum(0) - counts)[signal]  # [C]
+    rank = _rank(signal, num_signals)  # [C]
+    width = int(rank.max()) + 1 if len(signal) else 0
     padded = directions.new_zeros(num_signals, width, 3)
     padded[..., 2] = 1  # masked slots hold a valid unit vector
     padded[signal, rank] = directions
