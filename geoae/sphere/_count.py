@@ -1,7 +1,5 @@
 """How many vectors a signal holds, and its peaks found to that count."""
 
-import math
-
 import torch
 
 from ._detect import _detection, _rank, _suppress
@@ -55,17 +53,16 @@ def _fit_of(peaks: Peaks, num_signals: int, width: int) -> _Fit:
     return _Fit(directions, weights, mask)
 
 
-def _complete(signals: torch.Tensor, peaks: Peaks, counts: torch.Tensor, threshold: float, resolution, steps: int):
-    r"""``peaks`` of ``signals`` ``(S, 2, M)`` completed towards ``counts`` ``(S,)``: returns
-    ``(vectors, index, amplitudes)``, see :func:`find_counted_peaks`."""
+def _complete(signals: torch.Tensor, fit: _Fit, counts: torch.Tensor, threshold: float, resolution, steps: int):
+    r"""The fit of the peaks found in ``signals`` ``(S, 2, M)`` completed towards ``counts``
+    ``(S,)``: returns ``(vectors, index, amplitudes)``, see :func:`find_counted_peaks`."""
     lmax = _lmax(signals)
     detection = _detection(lmax, resolution, signals.dtype, torch.device(signals.device))
     coefficients = signals.detach()  # [S, 2, M]
     target = _target(coefficients, lmax)
-    fit = _fit_of(Peaks(*(t.detach() for t in peaks)), len(signals), int(counts.max()))
     cut = signals.new_full((len(signals),), threshold)  # [S]
     directions, heights, mask = _residual_candidates(fit, coefficients, detection, cut / 2, lmax)  # highest first
-    mask = _suppress(directions, heights, mask, math.cos(2.5 * detection.grid.spacing))
+    mask = _suppress(directions, heights, mask, detection.cos_merge)
     mask &= mask.long().cumsum(dim=1) <= (counts - fit.mask.sum(dim=1))[:, None]  # as many as are missing
     rows = torch.arange(len(signals), device=counts.device)
     fit = _refine_rows(_compact(_extend(fit, directions, heights, mask)), rows, target, lmax, steps)
@@ -115,24 +112,16 @@ def find_counted_peaks(
     few = (torch.bincount(peaks.index, minlength=num_signals) < counts).nonzero().flatten()  # (F,)
     if len(few) == 0:
         return peaks
-    position = torch.full((num_signals,), -1, dtype=torch.long, device=few.device)
-    position[few] = torch.arange(len(few), device=few.device)  # (N,): place in few, -1 elsewhere
-    inside = position[peaks.index] >= 0  # (P,)
-    found = Peaks(peaks.vectors[inside], position[peaks.index[inside]], peaks.amplitudes[inside])
-    chunk_size = kwargs.get("chunk_size", 16384)
+    inside = torch.isin(peaks.index, few)  # (P,)
+    found = Peaks(peaks.vectors[inside].detach(), torch.searchsorted(few, peaks.index[inside]), peaks.amplitudes[inside].detach())
+    fit = _fit_of(found, len(few), int(counts[few].max()))  # [F, K]: signal i of it is few[i]
+    chunk_size, resolution, steps = kwargs.get("chunk_size", 16384), kwargs.get("resolution"), kwargs.get("steps", 4)
     parts = []
     for start in range(0, len(few), chunk_size):
-        rows = slice(start, start + chunk_size)
-        here = (found.index >= start) & (found.index < start + chunk_size)
-        vectors, index, amplitudes = _complete(
-            signals[few[rows]],
-            Peaks(found.vectors[here], found.index[here] - start, found.amplitudes[here]),
-            counts[few[rows]],
-            low_threshold,
-            kwargs.get("resolution"),
-            kwargs.get("steps", 4),
-        )
-        parts.append(Peaks(vectors, few[index + start], amplitudes))
+        rows = few[start : start + chunk_size]
+        part = _Fit(*(field[start : start + chunk_size] for field in fit))
+        vectors, index, amplitudes = _complete(signals[rows], part, counts[rows], low_threshold, resolution, steps)
+        parts.append(Peaks(vectors, rows[index], amplitudes))
     index = torch.cat([peaks.index[~inside]] + [part.index for part in parts])  # (P',)
     order = torch.sort(index, stable=True).indices  # by signal; within one, as found
     return Peaks(

@@ -13,13 +13,15 @@ class _Detection(NamedTuple):
     grid: SphereGrid
     table: torch.Tensor  # [M, G]: the grid's harmonics, transposed, contiguous
     offsets: torch.Tensor  # [D, G]: each point's neighbours minus the point's own index
+    cos_merge: float  # peaks closer than 2.5 grid spacings are one: the cosine of that angle
 
 
 @functools.lru_cache(maxsize=None)
 def _detection(lmax: int, resolution: int | None, dtype: torch.dtype, device: torch.device) -> _Detection:
     grid = sphere_grid(lmax, resolution, dtype, device)
     own = torch.arange(len(grid.neighbors), device=grid.neighbors.device)[:, None]
-    return _Detection(grid, grid.harmonics.T.contiguous(), (grid.neighbors - own).T.contiguous())
+    offsets = (grid.neighbors - own).T.contiguous()
+    return _Detection(grid, grid.harmonics.T.contiguous(), offsets, math.cos(2.5 * grid.spacing))
 
 
 def _local_maxima(values: torch.Tensor, detection: _Detection, cut: torch.Tensor):

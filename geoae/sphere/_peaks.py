@@ -32,7 +32,6 @@ def _residual_candidates(fit: _Fit, coefficients: torch.Tensor, detection: _Dete
     r"""Local maxima above ``cut`` ``(S,)`` of what the fit leaves unexplained in channel 0 of
     ``coefficients`` ``(S, 2, M)``, away from the fit's peaks: ``(S, K', 3)`` directions and
     ``(S, K')`` heights and mask, highest first."""
-    cos_merge = math.cos(2.5 * detection.grid.spacing)
     model = fit.weights[:, :, 0:1].transpose(1, 2) @ _diracs(fit, lmax)  # [S, 1, M]
     residual = coefficients[:, 0] - model[:, 0]  # [S, M]
     # |f(x)| <= |r| |Y(x)| = |r| sqrt(M / 4 pi): most residuals cannot reach the cut anywhere
@@ -40,7 +39,7 @@ def _residual_candidates(fit: _Fit, coefficients: torch.Tensor, detection: _Dete
     near_cut = (1.01 * bound > cut).nonzero().squeeze(1)  # [S'']
     signal, extra, heights = _local_maxima(residual[near_cut] @ detection.table, detection, cut[near_cut])
     extra, heights, mask = _pad(near_cut[signal], extra, heights, len(coefficients))
-    near = (extra @ fit.directions.transpose(1, 2) > cos_merge) & fit.mask[:, None, :]  # [S, K', K]
+    near = (extra @ fit.directions.transpose(1, 2) > detection.cos_merge) & fit.mask[:, None, :]  # [S, K', K]
     return extra, heights, mask & ~near.any(dim=2)
 
 
@@ -56,9 +55,8 @@ def _extend(fit: _Fit, directions: torch.Tensor, heights: torch.Tensor, mask: to
 def _prune(fit: _Fit, target: _Target, cut: torch.Tensor, detection: _Detection, lmax: int, steps: int) -> _Fit:
     r"""Drop peaks whose channel-0 weight is under ``cut`` ``(S,)`` and peaks fitted onto the
     same direction (the stronger stays); the signals that lost one are refitted."""
-    cos_merge = math.cos(2.5 * detection.grid.spacing)
     amplitude = fit.weights[..., 0]  # [S, K]
-    mask = _suppress(fit.directions, amplitude, fit.mask & (amplitude > cut[:, None]), cos_merge)
+    mask = _suppress(fit.directions, amplitude, fit.mask & (amplitude > cut[:, None]), detection.cos_merge)
     changed = (mask != fit.mask).any(dim=1).nonzero().squeeze(1)
     return _compact(_refine_rows(fit._replace(mask=mask), changed, target, lmax, steps))
 
@@ -83,12 +81,11 @@ def _find_chunk(signals: torch.Tensor, detection: _Detection, threshold: float, 
     r"""Peaks of ``(S, 2, M)`` signals: returns ``(vectors, index, amplitudes)``."""
     lmax = _lmax(signals)
     coefficients = signals.detach()  # [S, 2, M]
-    cos_merge = math.cos(2.5 * detection.grid.spacing)
     values = coefficients[:, 0] @ detection.table  # [S, G]
     cut = (relative * values.amax(dim=1)).clamp(min=threshold)  # [S]
 
     directions, heights, mask = _pad(*_local_maxima(values, detection, cut), len(values))
-    mask = _suppress(directions, heights, mask, cos_merge)
+    mask = _suppress(directions, heights, mask, detection.cos_merge)
     live = mask.any(dim=1).nonzero().squeeze(1)  # [S'] signals with peaks
     if len(live) == 0:
         return signals.new_zeros(0, 3), live, signals.new_zeros(0)
