@@ -36,7 +36,6 @@ def _tangent_basis(directions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
     return first, torch.linalg.cross(directions, first)
 
 
-
 class _Target(NamedTuple):
     coefficients: torch.Tensor  # [S, 2, M]
     products: torch.Tensor  # [S, M, 8]: the coefficients of both channels, then A[k] @ them (k = x, y, z)

@@ -26,8 +26,6 @@ class Peaks(NamedTuple):
     amplitudes: torch.Tensor
 
 
-
-
 def _residual_candidates(fit: _Fit, coefficients: torch.Tensor, detection: _Detection, cut: torch.Tensor, lmax: int):
     r"""Local maxima above ``cut`` ``(S,)`` of what the fit leaves unexplained in channel 0 of
     ``coefficients`` ``(S, 2, M)``, away from the fit's peaks: ``(S, K', 3)`` directions and

@@ -25,6 +25,8 @@ class AutoencoderModule(L.LightningModule):
         rmsd_threshold: matched RMSD under which a reconstruction counts as right.
         position_noise: noise on the positions the decoder sees in training (see
             :meth:`Autoencoder.loss`); validation is noise-free.
+        count_weight: weight of the children-count loss (see :meth:`Autoencoder.loss`), in
+            training and validation.
     """
 
     def __init__(
@@ -34,21 +36,22 @@ class AutoencoderModule(L.LightningModule):
         warmup: float = 0.05,
         rmsd_threshold: float = 0.05,
         position_noise: float = 0.0,
+        count_weight: float = 0.0,
     ):
         super().__init__()
         self.model = model
         self.lr, self.warmup, self.rmsd_threshold = lr, warmup, rmsd_threshold
-        self.position_noise = position_noise
+        self.position_noise, self.count_weight = position_noise, count_weight
         self.save_hyperparameters(ignore=["model"])
 
     def training_step(self, batch, batch_idx):
-        terms = self.model.loss(batch, position_noise=self.position_noise)
+        terms = self.model.loss(batch, position_noise=self.position_noise, count_weight=self.count_weight)
         self.log_dict({f"train/{k}": v for k, v in terms.items()}, batch_size=batch.num_graphs, prog_bar=False)
         self.log("loss", terms["loss"], batch_size=batch.num_graphs, prog_bar=True, logger=False)
         return terms["loss"]
 
     def validation_step(self, batch, batch_idx):
-        terms = self.model.loss(batch)
+        terms = self.model.loss(batch, count_weight=self.count_weight)
         self.log_dict({f"val/{k}": v for k, v in terms.items()}, batch_size=batch.num_graphs)
         decoded = self.model.decode_tensors(self.model.encode(batch))
         errors = reconstruction_errors(decoded, batch, self.model._species_index[batch.z])

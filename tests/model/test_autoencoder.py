@@ -6,10 +6,10 @@ import torch
 from ase.build import molecule
 from e3nn import o3
 
-from geoae.metrics import matched_rmsd
-
 from geoae.data import tetris
+from geoae.metrics import matched_rmsd
 from geoae.model import PRETRAINED, Autoencoder, build_hierarchy, load, merge_duplicates, save
+from geoae.sphere import project
 from tests.utils.equivariance import default_dtype
 from tests.utils.model import ModelTests
 
@@ -209,6 +209,28 @@ def test_position_noise_moves_what_the_decoder_sees_and_nothing_else():
     assert noisy["loss"].isfinite() and not torch.allclose(noisy["signal"], clean["signal"])
     noisy["loss"].backward()
     assert all(p.grad is not None and p.grad.isfinite().all() for p in model.decoder.parameters() if p.requires_grad)
+
+
+def test_count_loss_is_the_squared_error_of_each_signals_children_count():
+    torch.manual_seed(0)
+    model = Autoencoder(**SMALL)
+    batch = model.as_batch(tetris())
+    hierarchy = model.hierarchy(batch)
+    latent = model.encoder(model._species_index[batch.z], hierarchy)
+    predictions, _ = model.decoder.teacher_forced(latent, hierarchy)
+    expected = 0.0
+    for p in predictions:  # the count as count_vectors reads it, before rounding, against the true non-centre children
+        parent = hierarchy.parent[p.level]
+        is_centre = (hierarchy.pos[p.level] - hierarchy.pos[p.level + 1][parent]).norm(dim=1) < model.min_radius
+        true = torch.bincount(parent[~is_centre], minlength=p.signal.shape[0])
+        read = p.signal[:, 0, 0] / project(torch.tensor([[0.0, 0.0, 1.0]]), torch.tensor([0]), 1, model.signal_lmax)[0, 0, 0]
+        expected = expected + (read - true).pow(2).mean()
+    plain, weighted = model.loss(batch), model.loss(batch, count_weight=3.0)
+    torch.testing.assert_close(plain["count"], expected)
+    torch.testing.assert_close(weighted["loss"], plain["loss"] + 3.0 * expected)
+    assert all(torch.equal(plain[k], weighted[k]) for k in plain if k != "loss")
+    weighted["loss"].backward()
+    assert all(p.grad is not None and p.grad.isfinite().all() for p in model.decoder.blooms.parameters())
 
 
 def test_child_count_is_checked_at_construction():
