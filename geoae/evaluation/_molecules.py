@@ -160,6 +160,10 @@ def write_molecule_report(
     return paths
 
 
+#: The data module's structures each ``split`` of :func:`evaluate_molecules` names.
+SPLITS = {"test": "test_set", "val": "val_set", "train": "train_set"}
+
+
 def evaluate_molecules(
     model: Autoencoder,
     data: Iterable | None = None,
@@ -171,9 +175,10 @@ def evaluate_molecules(
     limit: int | None = None,
     diagnose: int = 512,
     progress: bool = True,
+    split: str = "test",
 ) -> dict:
-    """Reconstruct every molecule of ``data`` (default: ``datamodule.test_dataloader()``)
-    free-running and summarise: for each molecule, ``decode(encode(x))`` against ``x``
+    """Reconstruct every molecule of ``data`` (default: the ``split`` of ``datamodule``,
+    ``"test"``, ``"val"`` or ``"train"``; choose models on ``"val"``) free-running and summarise: for each molecule, ``decode(encode(x))`` against ``x``
     centred on its centroid, no rotation alignment (:func:`reconstruct_molecules`).
 
     A molecule is reconstructed exactly when its composition is right, its matched RMSD is
@@ -187,7 +192,7 @@ def evaluate_molecules(
     per input atom count). With ``output_dir``, also writes :func:`write_molecule_report`'s
     files there (``num_examples`` molecules drawn beside their reconstructions). ``limit``:
     only the first ``limit`` molecules of ``data`` or of the test set (None: all). The first
-    The first ``diagnose`` molecules are also decoded teacher forced, each level judged on its
+    ``diagnose`` molecules are also decoded teacher forced, each level judged on its
     own (:func:`level_errors`, under ``"teacher_forced"``), and each level of their free-running
     decodings is compared with the encoder's hierarchy (:func:`free_running_level_errors`,
     under ``"free_running"``): where reconstructions break, and how errors add up.
@@ -195,7 +200,9 @@ def evaluate_molecules(
     if data is None:
         if datamodule is None:
             raise ValueError("evaluate_molecules needs data or a datamodule")
-        data = datamodule.test_set
+        if split not in SPLITS:
+            raise ValueError(f"unknown split={split!r}; valid: {list(SPLITS)}")
+        data = getattr(datamodule, SPLITS[split])
     if limit is not None:
         data = _first(data, limit)
     errors, examples = reconstruct_molecules(

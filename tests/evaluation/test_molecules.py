@@ -103,6 +103,16 @@ def test_needs_data_or_datamodule(model):
         evaluate_molecules(model)
 
 
+def test_split_chooses_the_datamodules_structures(model, molecules):
+    data = [from_atoms(a) for a in molecules]
+    dm = StructureDataModule(train=data, val=data[:2], test=data[2:], species=model.species, max_atoms=5, batch_size=2)
+    sizes = {split: evaluate_molecules(model, datamodule=dm, split=split, diagnose=0, progress=False)["num_structures"]
+             for split in ("train", "val", "test")}
+    assert sizes == {"train": 5, "val": 2, "test": 3}
+    with pytest.raises(ValueError, match=r"unknown split='valid'; valid: \['test', 'val', 'train'\]"):
+        evaluate_molecules(model, datamodule=dm, split="valid")
+
+
 @pytest.mark.parametrize("signal_lmax", [4, 6])
 def test_level_errors_of_perfect_predictions_are_zero(molecules, monkeypatch, signal_lmax):
     # lmax 2 resolves only children more than 85 degrees apart: too coarse for these molecules
