@@ -177,9 +177,10 @@ def evaluate_molecules(
     progress: bool = True,
     split: str = "test",
 ) -> dict:
-    """Reconstruct every molecule of ``data`` (default: the ``split`` of ``datamodule``,
-    ``"test"``, ``"val"`` or ``"train"``; choose models on ``"val"``) free-running and summarise: for each molecule, ``decode(encode(x))`` against ``x``
-    centred on its centroid, no rotation alignment (:func:`reconstruct_molecules`).
+    """Reconstruct every molecule of ``data`` (default: the ``split`` of ``datamodule``, a key
+    of :data:`SPLITS`; choose models on ``"val"``) free-running and summarise: for each
+    molecule, ``decode(encode(x))`` against ``x`` centred on its centroid, no rotation
+    alignment (:func:`reconstruct_molecules`).
 
     A molecule is reconstructed exactly when its composition is right, its matched RMSD is
     at most ``rmsd_threshold`` angstrom, and its bond graph (orders included, from the
@@ -191,17 +192,17 @@ def evaluate_molecules(
     (``count``, ``median``, ``mean``, ``q90``, ``q99``, ``max``) and ``by_size`` (the same
     per input atom count). With ``output_dir``, also writes :func:`write_molecule_report`'s
     files there (``num_examples`` molecules drawn beside their reconstructions). ``limit``:
-    only the first ``limit`` molecules of ``data`` or of the test set (None: all). The first
+    only the first ``limit`` molecules of ``data`` or of the split (None: all). The first
     ``diagnose`` molecules are also decoded teacher forced, each level judged on its
     own (:func:`level_errors`, under ``"teacher_forced"``), and each level of their free-running
     decodings is compared with the encoder's hierarchy (:func:`free_running_level_errors`,
     under ``"free_running"``): where reconstructions break, and how errors add up.
     """
+    if split not in SPLITS:
+        raise ValueError(f"unknown split={split!r}; valid: {list(SPLITS)}")
     if data is None:
         if datamodule is None:
             raise ValueError("evaluate_molecules needs data or a datamodule")
-        if split not in SPLITS:
-            raise ValueError(f"unknown split={split!r}; valid: {list(SPLITS)}")
         data = getattr(datamodule, SPLITS[split])
     if limit is not None:
         data = _first(data, limit)
