@@ -14,7 +14,7 @@ from torch_geometric.utils import scatter
 from geoae.cluster import check_cluster_method
 from geoae.data import from_atoms
 from geoae.nn import irreps_from_lmax
-from geoae.sphere import kernel, project
+from geoae.sphere import integral_count, project
 
 from ._decoder import Decoded, Decoder
 from ._encoder import Encoder
@@ -222,9 +222,9 @@ class Autoencoder(torch.nn.Module):
         - ``centre_vector``: squared error of that child's offset, mean over such parents;
         - ``species``: cross-entropy of the atoms' species;
         - ``count``: squared error of each predicted signal's count of children (its integral
-          in units of one vector, :func:`geoae.sphere.count_vectors` before rounding), mean over
-          parent points, summed over levels. ``signal`` holds the same error scaled by one
-          Dirac's ``l = 0`` coefficient squared (``4 pi / (signal_lmax+1)**4``, 0.02 at
+          in units of one vector, :func:`geoae.sphere.integral_count`, which decoding rounds),
+          mean over parent points, summed over levels. ``signal`` holds the same error scaled
+          by one Dirac's ``l = 0`` coefficient squared (``4 pi / (signal_lmax+1)**4``, 0.02 at
           ``signal_lmax=4``), too little for the rounded count to come out right;
           ``count_weight`` adds it in count units.
 
@@ -243,7 +243,6 @@ class Autoencoder(torch.nn.Module):
             seen = dataclasses.replace(hierarchy, pos=moved)
         predictions, species_logits = self.decoder.teacher_forced(latent, seen)
         terms = {name: latent.new_zeros(()) for name in ("signal", "centre", "centre_vector", "count")}
-        unit = kernel(latent.new_tensor([0.0, 0.0, 1.0]), self.signal_lmax)[0]  # one Dirac's l = 0 coefficient
         for p in predictions:
             parent = hierarchy.parent[p.level]  # (N_l,)
             is_centre = (hierarchy.pos[p.level] - hierarchy.pos[p.level + 1][parent]).norm(dim=1) < self.min_radius  # (N_l,)
@@ -251,7 +250,7 @@ class Autoencoder(torch.nn.Module):
             num_parents = p.signal.shape[0]
             target = project(offset[~is_centre], parent[~is_centre], num_parents, self.signal_lmax)  # (M, 2, K)
             terms["signal"] = terms["signal"] + (p.signal - target).pow(2).sum(dim=(1, 2)).mean()
-            terms["count"] = terms["count"] + ((p.signal[:, 0, 0] - target[:, 0, 0]) / unit).pow(2).mean()
+            terms["count"] = terms["count"] + (integral_count(p.signal) - integral_count(target)).pow(2).mean()
             has_centre = torch.zeros(num_parents, dtype=offset.dtype, device=offset.device)
             has_centre[parent[is_centre]] = 1.0
             terms["centre"] = terms["centre"] + torch.nn.functional.binary_cross_entropy_with_logits(p.centre_logit, has_centre)

@@ -6,7 +6,7 @@ turns a batch of such signals back into vectors;
 that many peaks. See ``docs/sphere.md``.
 """
 
-from ._count import count_vectors, find_counted_peaks
+from ._count import count_vectors, find_counted_peaks, integral_count
 from ._grid import SphereGrid, default_resolution, sphere_grid
 from ._harmonics import dirac_scale, harmonics_and_gradient, kernel, spherical_harmonics
 from ._peaks import Peaks, find_peaks
@@ -16,6 +16,7 @@ __all__ = [
     "Peaks",
     "SphereGrid",
     "count_vectors",
+    "integral_count",
     "default_resolution",
     "dirac_scale",
     "evaluate",

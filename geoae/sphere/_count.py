@@ -9,6 +9,22 @@ from ._peaks import Peaks, _extend, _finish, _prune, _residual_candidates, find_
 from ._project import _lmax, check_finite
 
 
+def integral_count(signals: torch.Tensor) -> torch.Tensor:
+    r"""The signal's integral over the sphere in units of one vector, ``(N,)``, before
+    :func:`count_vectors` rounds it: channel 0's ``l = 0`` coefficient over one Dirac's.
+    Differentiable, and unchecked (a training loss calls it on every step).
+
+    Args:
+        signals: ``(N, 2, (lmax+1)**2)``.
+
+    >>> from geoae.sphere import project
+    >>> integral_count(project(torch.tensor([[0.0, 0.0, 2.0], [1.0, 0.0, 0.0]]), torch.tensor([0, 0]), 1, lmax=4))
+    tensor([2.])
+    """
+    unit = kernel(signals.new_tensor([0.0, 0.0, 1.0]), _lmax(signals))[0]  # one Dirac's l = 0 coefficient
+    return signals[:, 0, 0] / unit
+
+
 def count_vectors(signals: torch.Tensor) -> torch.Tensor:
     r"""Number of vectors each signal of :func:`project` holds, ``(N,)`` long.
 
@@ -29,8 +45,7 @@ def count_vectors(signals: torch.Tensor) -> torch.Tensor:
     if signals.dim() != 3 or signals.shape[1] != 2:
         raise ValueError(f"signals must have shape (N, 2, (lmax+1)**2), got {tuple(signals.shape)}")
     check_finite(signals, "signals")
-    unit = kernel(signals.new_tensor([0.0, 0.0, 1.0]), _lmax(signals))[0]  # one Dirac's l = 0 coefficient
-    return (signals[:, 0, 0] / unit).round().clamp(min=0).long()
+    return integral_count(signals).round().clamp(min=0).long()
 
 
 def _keep_first(peaks: Peaks, counts: torch.Tensor) -> Peaks:
