@@ -210,7 +210,20 @@ class Autoencoder(torch.nn.Module):
         return decoded
 
     # ------------------------------------------------------------------ training
-    def loss(self, batch: Batch, position_noise: float = 0.0, count_weight: float = 0.0) -> dict[str, torch.Tensor]:
+    @staticmethod
+    def moved(hierarchy: Hierarchy, noise: float, growth: float = 1.0) -> Hierarchy:
+        """``hierarchy`` with its points below the roots moved by independent Gaussian noise:
+        standard deviation per coordinate ``noise`` at the level under the roots, times
+        ``growth`` at each level further down (``noise * growth**(num_levels - 1 - l)`` at
+        level ``l``; level 0 the atoms). Parents and weights are unchanged.
+        """
+        top = hierarchy.num_levels - 1
+        moved = [pos + noise * growth ** (top - level) * torch.randn_like(pos) for level, pos in enumerate(hierarchy.pos[:-1])]
+        return dataclasses.replace(hierarchy, pos=moved + hierarchy.pos[-1:])
+
+    def loss(
+        self, batch: Batch, position_noise: float = 0.0, count_weight: float = 0.0, noise_growth: float = 1.0
+    ) -> dict[str, torch.Tensor]:
         """Teacher-forced losses of a batch; ``"loss"`` is ``signal + centre + centre_vector +
         species + count_weight * count``.
 
@@ -229,18 +242,16 @@ class Autoencoder(torch.nn.Module):
           ``count_weight`` adds it in count units.
 
         ``position_noise`` (length units; standard deviation per coordinate): the decoder sees
-        the hierarchy's points below the roots moved by Gaussian noise, and its targets are the
-        true children's offsets from the moved parents, so it learns to correct the errors of
-        its own upper levels, as met in free-running decoding. Which children are centre
-        children is decided on the true hierarchy.
+        the hierarchy's points below the roots moved by Gaussian noise (see :meth:`moved`), and
+        its targets are the true children's offsets from the moved parents, so it learns to
+        correct the errors of its own upper levels, as met in free-running decoding. Which
+        children are centre children is decided on the true hierarchy. ``noise_growth``
+        multiplies the noise at each level further down, as free-running drift grows.
         """
         hierarchy = self.hierarchy(batch)
         species = self._species_index[batch.z]
         latent = self.encoder(species, hierarchy)
-        seen = hierarchy
-        if position_noise > 0:
-            moved = [pos + position_noise * torch.randn_like(pos) for pos in hierarchy.pos[:-1]] + hierarchy.pos[-1:]
-            seen = dataclasses.replace(hierarchy, pos=moved)
+        seen = self.moved(hierarchy, position_noise, noise_growth) if position_noise > 0 else hierarchy
         predictions, species_logits = self.decoder.teacher_forced(latent, seen)
         terms = {name: latent.new_zeros(()) for name in ("signal", "centre", "centre_vector", "count")}
         for p in predictions:

@@ -25,6 +25,7 @@ class AutoencoderModule(L.LightningModule):
         rmsd_threshold: matched RMSD under which a reconstruction counts as right.
         position_noise: noise on the positions the decoder sees in training (see
             :meth:`Autoencoder.loss`); validation is noise-free.
+        noise_growth: factor on that noise at each level further from the roots.
         count_weight: weight of the children-count loss (see :meth:`Autoencoder.loss`), in
             training and validation.
     """
@@ -37,15 +38,18 @@ class AutoencoderModule(L.LightningModule):
         rmsd_threshold: float = 0.05,
         position_noise: float = 0.0,
         count_weight: float = 0.0,
+        noise_growth: float = 1.0,
     ):
         super().__init__()
         self.model = model
         self.lr, self.warmup, self.rmsd_threshold = lr, warmup, rmsd_threshold
-        self.position_noise, self.count_weight = position_noise, count_weight
+        self.position_noise, self.count_weight, self.noise_growth = position_noise, count_weight, noise_growth
         self.save_hyperparameters(ignore=["model"])
 
     def training_step(self, batch, batch_idx):
-        terms = self.model.loss(batch, position_noise=self.position_noise, count_weight=self.count_weight)
+        terms = self.model.loss(
+            batch, position_noise=self.position_noise, count_weight=self.count_weight, noise_growth=self.noise_growth
+        )
         self.log_dict({f"train/{k}": v for k, v in terms.items()}, batch_size=batch.num_graphs, prog_bar=False)
         self.log("loss", terms["loss"], batch_size=batch.num_graphs, prog_bar=True, logger=False)
         return terms["loss"]

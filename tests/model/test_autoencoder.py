@@ -211,6 +211,21 @@ def test_position_noise_moves_what_the_decoder_sees_and_nothing_else():
     assert all(p.grad is not None and p.grad.isfinite().all() for p in model.decoder.parameters() if p.requires_grad)
 
 
+def test_moved_noise_grows_by_level_from_the_roots_down():
+    torch.manual_seed(0)
+    model = Autoencoder(**SMALL)
+    hierarchy = model.hierarchy(model.as_batch(tetris() * 64))
+    moved = Autoencoder.moved(hierarchy, 0.1, growth=2.0)
+    top = hierarchy.num_levels - 1
+    for level, (pos, seen) in enumerate(zip(hierarchy.pos, moved.pos)):
+        if level == hierarchy.num_levels:  # the roots stay
+            assert torch.equal(seen, pos)
+            continue
+        std = (seen - pos).std()  # over at least 64 * 8 points' coordinates
+        assert abs(std / (0.1 * 2.0 ** (top - level)) - 1) < 0.15, (level, std)
+    assert moved.parent is hierarchy.parent and moved.weight is hierarchy.weight
+
+
 def test_count_loss_is_the_squared_error_of_each_signals_children_count():
     torch.manual_seed(0)
     model = Autoencoder(**SMALL)
