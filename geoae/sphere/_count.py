@@ -2,10 +2,9 @@
 
 import torch
 
-from ._detect import _detection, _rank, _suppress
-from ._fit import _compact, _Fit, _refine_rows, _target
+from ._detect import _rank
 from ._harmonics import kernel
-from ._peaks import Peaks, _extend, _finish, _prune, _residual_candidates, find_peaks
+from ._peaks import Peaks, _find, _Options, find_peaks  # noqa: F401 (find_peaks: doctest)
 from ._project import _lmax, check_finite
 
 
@@ -54,58 +53,38 @@ def _keep_first(peaks: Peaks, counts: torch.Tensor) -> Peaks:
     return Peaks(peaks.vectors[keep], peaks.index[keep], peaks.amplitudes[keep])
 
 
-def _fit_of(peaks: Peaks, num_signals: int, width: int) -> _Fit:
-    r"""The fit ``peaks`` came from, padded to ``(num_signals, width)``."""
-    rank = _rank(peaks.index, num_signals)  # (P,)
-    length = peaks.vectors.norm(dim=1)  # (P,)
-    directions = peaks.vectors.new_zeros(num_signals, width, 3)
-    directions[..., 2] = 1  # masked slots hold a valid unit vector
-    directions[peaks.index, rank] = peaks.vectors / length[:, None].clamp(min=torch.finfo(length.dtype).tiny)
-    weights = peaks.vectors.new_zeros(num_signals, width, 2)
-    weights[peaks.index, rank] = torch.stack([peaks.amplitudes, peaks.amplitudes * length], dim=1)
-    mask = torch.zeros(num_signals, width, dtype=torch.bool, device=peaks.index.device)
-    mask[peaks.index, rank] = True
-    return _Fit(directions, weights, mask)
-
-
-def _complete(signals: torch.Tensor, fit: _Fit, counts: torch.Tensor, threshold: float, resolution, steps: int):
-    r"""The fit of the peaks found in ``signals`` ``(S, 2, M)`` completed towards ``counts``
-    ``(S,)``: returns ``(vectors, index, amplitudes)``, see :func:`find_counted_peaks`."""
-    lmax = _lmax(signals)
-    detection = _detection(lmax, resolution, signals.dtype, torch.device(signals.device))
-    coefficients = signals.detach()  # [S, 2, M]
-    target = _target(coefficients, lmax)
-    cut = signals.new_full((len(signals),), threshold)  # [S]
-    directions, heights, mask = _residual_candidates(fit, coefficients, detection, cut / 2, lmax)  # highest first
-    mask = _suppress(directions, heights, mask, detection.cos_merge)
-    mask &= mask.long().cumsum(dim=1) <= (counts - fit.mask.sum(dim=1))[:, None]  # as many as are missing
-    rows = torch.arange(len(signals), device=counts.device)
-    fit = _refine_rows(_compact(_extend(fit, directions, heights, mask)), rows, target, lmax, steps)
-    return _finish(_prune(fit, target, cut, detection, lmax, steps), signals, rows, lmax)
-
-
 def find_counted_peaks(
-    signals: torch.Tensor, counts: torch.Tensor | None = None, low_threshold: float = 0.2, **kwargs
+    signals: torch.Tensor,
+    counts: torch.Tensor | None = None,
+    low_threshold: float = 0.2,
+    threshold: float = 0.5,
+    relative_threshold: float = 0.5,
+    resolution: int | None = None,
+    steps: int = 4,
+    chunk_size: int = 16384,
 ) -> Peaks:
     r"""Peaks of each signal, as many as it holds vectors (:func:`count_vectors`).
 
-    :func:`find_peaks` (with ``kwargs``) finds the peaks; a signal with more than its count
-    keeps its strongest ones; a signal with fewer is completed: the highest maxima of what its
-    peaks leave unexplained (above ``low_threshold / 2``, away from its peaks), as many as are
-    missing, join them, all are fitted again jointly, and those whose fitted weight ends under
-    ``low_threshold`` are dropped. Signals whose peaks match their count are left exactly as
-    :func:`find_peaks` found them.
+    The candidates are :func:`find_peaks`'s (channel 0's grid maxima above ``max(threshold,
+    relative_threshold * largest value)``, merged within 2.5 grid spacings), fitted jointly. A
+    signal with fewer than its count is completed: the highest maxima of what its peaks leave
+    unexplained (above ``low_threshold / 2``, away from its peaks), as many as are missing,
+    join them and all are fitted again. Peaks whose fitted weight ends under
+    ``low_threshold``, or on another peak's direction, are dropped; of the others, a signal
+    keeps its ``counts`` strongest (fitted with the rest, so a dropped peak's tail does not
+    pull them).
 
-    For a signal made by :func:`project` both rules agree. For a predicted signal, whose
-    peaks are blurred where the prediction is uncertain, a peak's fitted weight can fall
-    under the threshold although the integral still counts its vector. Like
-    :func:`find_peaks`, the result carries gradients to ``signals`` through a last fitting step.
+    For a signal made by :func:`project`, this finds what :func:`find_peaks` finds. For a
+    predicted signal, whose peaks are blurred where the prediction is uncertain, a peak's
+    fitted weight can fall under :func:`find_peaks`'s thresholds although the integral still
+    counts its vector. Like :func:`find_peaks`, the result carries gradients to ``signals``
+    through a last fitting step.
 
     Args:
         signals: ``(N, 2, (lmax+1)**2)``.
         counts: ``(N,)`` the number of peaks wanted, :func:`count_vectors` when ``None``.
-        low_threshold: the smallest weight of a peak added to complete a signal.
-        kwargs: passed on to :func:`find_peaks`.
+        low_threshold: the smallest weight of a peak kept.
+        threshold, relative_threshold, resolution, steps, chunk_size: as for :func:`find_peaks`.
 
     Returns:
         :class:`Peaks` (index sorted; within a signal, by decreasing amplitude); a signal may
@@ -122,25 +101,4 @@ def find_counted_peaks(
     (tensor([3]), 2, 3)
     """
     counts = count_vectors(signals) if counts is None else counts
-    num_signals = signals.shape[0]
-    peaks = _keep_first(find_peaks(signals, **kwargs), counts)
-    few = (torch.bincount(peaks.index, minlength=num_signals) < counts).nonzero().flatten()  # (F,)
-    if len(few) == 0:
-        return peaks
-    inside = torch.isin(peaks.index, few)  # (P,)
-    found = Peaks(peaks.vectors[inside].detach(), torch.searchsorted(few, peaks.index[inside]), peaks.amplitudes[inside].detach())
-    fit = _fit_of(found, len(few), int(counts[few].max()))  # [F, K]: signal i of it is few[i]
-    chunk_size, resolution, steps = kwargs.get("chunk_size", 16384), kwargs.get("resolution"), kwargs.get("steps", 4)
-    parts = []
-    for start in range(0, len(few), chunk_size):
-        rows = few[start : start + chunk_size]
-        part = _Fit(*(field[start : start + chunk_size] for field in fit))
-        vectors, index, amplitudes = _complete(signals[rows], part, counts[rows], low_threshold, resolution, steps)
-        parts.append(Peaks(vectors, rows[index], amplitudes))
-    index = torch.cat([peaks.index[~inside]] + [part.index for part in parts])  # (P',)
-    order = torch.sort(index, stable=True).indices  # by signal; within one, as found
-    return Peaks(
-        torch.cat([peaks.vectors[~inside]] + [part.vectors for part in parts])[order],
-        index[order],
-        torch.cat([peaks.amplitudes[~inside]] + [part.amplitudes for part in parts])[order],
-    )
+    return _keep_first(_find(signals, _Options(threshold, relative_threshold, resolution, steps, chunk_size, low_threshold), counts), counts)

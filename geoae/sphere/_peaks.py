@@ -75,31 +75,81 @@ def _finish(fit: _Fit, signals: torch.Tensor, rows: torch.Tensor, lmax: int):
     return directions * (weights[:, 1:] / weights[:, :1]), index, weights[:, 0]
 
 
-def _find_chunk(signals: torch.Tensor, detection: _Detection, threshold: float, relative: float, steps: int):
-    r"""Peaks of ``(S, 2, M)`` signals: returns ``(vectors, index, amplitudes)``."""
+def _find_chunk(signals: torch.Tensor, detection: _Detection, options: "_Options", counts: torch.Tensor | None):
+    r"""Peaks of ``(S, 2, M)`` signals: returns ``(vectors, index, amplitudes)``. With ``counts``
+    ``(S,)``, at most that many per signal, completed from the residual towards them (see
+    :func:`geoae.sphere.find_counted_peaks`)."""
     lmax = _lmax(signals)
     coefficients = signals.detach()  # [S, 2, M]
     values = coefficients[:, 0] @ detection.table  # [S, G]
-    cut = (relative * values.amax(dim=1)).clamp(min=threshold)  # [S]
+    cut = (options.relative_threshold * values.amax(dim=1)).clamp(min=options.threshold)  # [S]
 
     directions, heights, mask = _pad(*_local_maxima(values, detection, cut), len(values))
     mask = _suppress(directions, heights, mask, detection.cos_merge)
-    live = mask.any(dim=1).nonzero().squeeze(1)  # [S'] signals with peaks
+    if counts is None:
+        live = mask.any(dim=1).nonzero().squeeze(1)  # [S'] signals with peaks
+    else:  # a signal without a peak strong enough is completed below
+        live = (counts > 0).nonzero().squeeze(1)
     if len(live) == 0:
         return signals.new_zeros(0, 3), live, signals.new_zeros(0)
     coefficients, cut = coefficients[live], cut[live]
     target = _target(coefficients, lmax)
     fit = _compact(_Fit(directions[live], heights[live, :, None].expand(-1, -1, 2), mask[live]))
-    fit = _refine_rows(fit, torch.arange(len(live), device=live.device), target, lmax, steps)
+    fit = _refine_rows(fit, torch.arange(len(live), device=live.device), target, lmax, options.steps)
 
-    # Peaks hidden by a neighbour's tail stand out in what the fit leaves unexplained.
-    extra = _residual_candidates(fit, coefficients, detection, cut / 2, lmax)
-    fit = _refine_rows(_extend(fit, *extra), extra[2].any(dim=1).nonzero().squeeze(1), target, lmax, steps)
+    if counts is None:
+        # Peaks hidden by a neighbour's tail stand out in what the fit leaves unexplained.
+        extra = _residual_candidates(fit, coefficients, detection, cut / 2, lmax)
+    else:
+        # Signals short of their count: the highest maxima of the residual, as many as are missing.
+        cut = torch.full_like(cut, options.low_threshold)
+        directions, heights, mask = _residual_candidates(fit, coefficients, detection, cut / 2, lmax)
+        mask = _suppress(directions, heights, mask, detection.cos_merge)
+        mask &= mask.long().cumsum(dim=1) <= (counts[live] - fit.mask.sum(dim=1))[:, None]
+        extra = directions, heights, mask
+    fit = _refine_rows(_extend(fit, *extra), extra[2].any(dim=1).nonzero().squeeze(1), target, lmax, options.steps)
 
     # Weak peaks and peaks fitted onto the same direction are dropped; the others take over.
-    largest = fit.weights[..., 0].where(fit.mask, -math.inf).max(dim=1).values  # [S']
-    fit = _prune(fit, target, (relative * largest).clamp(min=threshold), detection, lmax, steps)
+    if counts is None:
+        largest = fit.weights[..., 0].where(fit.mask, -math.inf).max(dim=1).values  # [S']
+        cut = (options.relative_threshold * largest).clamp(min=options.threshold)
+    fit = _prune(fit, target, cut, detection, lmax, options.steps)
     return _finish(fit, signals, live, lmax)
+
+
+class _Options(NamedTuple):
+    threshold: float = 0.5
+    relative_threshold: float = 0.5
+    resolution: int | None = None
+    steps: int = 4
+    chunk_size: int = 16384
+    low_threshold: float = 0.2
+
+
+def _find(signals: torch.Tensor, options: _Options, counts: torch.Tensor | None = None) -> Peaks:
+    r"""Peaks of ``(N, 2, M)`` signals, ``chunk_size`` at a time (see :func:`_find_chunk`)."""
+    if signals.dim() != 3 or signals.shape[1] != 2:
+        raise ValueError(f"signals must have shape (N, 2, (lmax+1)**2), got {tuple(signals.shape)}")
+    check_finite(signals, "signals")
+    detection = _detection(_lmax(signals), options.resolution, signals.dtype, torch.device(signals.device))
+    offsets = range(0, signals.shape[0], options.chunk_size)
+    parts = [
+        _find_chunk(
+            signals[start : start + options.chunk_size],
+            detection,
+            options,
+            None if counts is None else counts[start : start + options.chunk_size],
+        )
+        for start in offsets
+    ]
+    if not parts:
+        empty = signals.new_zeros(0)
+        return Peaks(empty.reshape(0, 3), torch.zeros(0, dtype=torch.long, device=signals.device), empty)
+    return Peaks(
+        torch.cat([vectors for vectors, _, _ in parts]),
+        torch.cat([index + offset for (_, index, _), offset in zip(parts, offsets)]),
+        torch.cat([amplitudes for _, _, amplitudes in parts]),
+    )
 
 
 def find_peaks(
@@ -146,20 +196,4 @@ def find_peaks(
             [1.0000, 0.0000, 0.0000],
             [0.0000, 0.0000, 2.0000]]), tensor([1, 0, 0]))
     """
-    if signals.dim() != 3 or signals.shape[1] != 2:
-        raise ValueError(f"signals must have shape (N, 2, (lmax+1)**2), got {tuple(signals.shape)}")
-    check_finite(signals, "signals")
-    detection = _detection(_lmax(signals), resolution, signals.dtype, torch.device(signals.device))
-    parts = [
-        _find_chunk(signals[start : start + chunk_size], detection, threshold, relative_threshold, steps)
-        for start in range(0, signals.shape[0], chunk_size)
-    ]
-    if not parts:
-        empty = signals.new_zeros(0)
-        return Peaks(empty.reshape(0, 3), torch.zeros(0, dtype=torch.long, device=signals.device), empty)
-    offsets = range(0, signals.shape[0], chunk_size)
-    return Peaks(
-        torch.cat([vectors for vectors, _, _ in parts]),
-        torch.cat([index + offset for (_, index, _), offset in zip(parts, offsets)]),
-        torch.cat([amplitudes for _, _, amplitudes in parts]),
-    )
+    return _find(signals, _Options(threshold, relative_threshold, resolution, steps, chunk_size))

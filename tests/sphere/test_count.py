@@ -57,7 +57,7 @@ def test_weak_peaks_are_found_to_the_count(dtype):
     assert max(angles.max() for angles, _ in matched) < 2.0  # degrees: each weak peak where its vector is
 
 
-def test_signals_that_match_their_count_keep_find_peaks_result_exactly():
+def test_projected_signals_give_find_peaks_result_exactly():
     sets = random_sets(50, seed=2)
     vectors, index = batch(sets)
     signals = project(vectors, index, len(sets), LMAX)
