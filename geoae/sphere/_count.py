@@ -56,7 +56,7 @@ def _keep_first(peaks: Peaks, counts: torch.Tensor) -> Peaks:
 def find_counted_peaks(
     signals: torch.Tensor,
     counts: torch.Tensor | None = None,
-    low_threshold: float = 0.2,
+    low_threshold: float = 0.1,
     threshold: float = 0.5,
     relative_threshold: float = 0.5,
     resolution: int | None = None,
@@ -83,7 +83,9 @@ def find_counted_peaks(
     Args:
         signals: ``(N, 2, (lmax+1)**2)``.
         counts: ``(N,)`` the number of peaks wanted, :func:`count_vectors` when ``None``.
-        low_threshold: the smallest weight of a peak kept.
+        low_threshold: the smallest weight of a peak kept. At 0.2, 8% of the atoms' signals of
+            a QM9 decoding kept fewer peaks than their count; at 0.1, 1% (an isolated Dirac's
+            side lobes, at most 0.2 at lmax 4, are in the fit, not in its residual).
         threshold, relative_threshold, resolution, steps, chunk_size: as for :func:`find_peaks`.
 
     Returns:

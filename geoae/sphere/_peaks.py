@@ -117,13 +117,13 @@ def _find_chunk(signals: torch.Tensor, detection: _Detection, options: "_Options
     return _finish(fit, signals, live, lmax)
 
 
-class _Options(NamedTuple):
-    threshold: float = 0.5
-    relative_threshold: float = 0.5
-    resolution: int | None = None
-    steps: int = 4
-    chunk_size: int = 16384
-    low_threshold: float = 0.2
+class _Options(NamedTuple):  # the arguments of find_peaks and find_counted_peaks (their defaults)
+    threshold: float
+    relative_threshold: float
+    resolution: int | None
+    steps: int
+    chunk_size: int
+    low_threshold: float | None = None  # find_counted_peaks' only
 
 
 def _find(signals: torch.Tensor, options: _Options, counts: torch.Tensor | None = None) -> Peaks:
