@@ -57,17 +57,18 @@ def find_counted_peaks(
     signals: torch.Tensor,
     counts: torch.Tensor | None = None,
     low_threshold: float = 0.1,
-    threshold: float = 0.5,
-    relative_threshold: float = 0.5,
+    threshold: float = 0.3,
+    relative_threshold: float = 0.3,
     resolution: int | None = None,
     steps: int = 4,
     chunk_size: int = 16384,
 ) -> Peaks:
     r"""Peaks of each signal, as many as it holds vectors (:func:`count_vectors`).
 
-    The candidates are :func:`find_peaks`'s (channel 0's grid maxima above ``max(threshold,
-    relative_threshold * largest value)``, merged within 2.5 grid spacings), fitted jointly. A
-    signal with fewer than its count is completed: the highest maxima of what its peaks leave
+    The candidates are found as :func:`find_peaks` finds them (channel 0's grid maxima above
+    ``max(threshold, relative_threshold * largest value)``, merged within 2.5 grid spacings;
+    lower thresholds by default, as the count decides), and fitted jointly. A signal with
+    fewer than its count is completed: the highest maxima of what its peaks leave
     unexplained (above ``low_threshold / 2``, away from its peaks), as many as are missing,
     join them and all are fitted again. Peaks whose fitted weight ends under
     ``low_threshold``, or on another peak's direction, are dropped; of the others, a signal
@@ -87,6 +88,8 @@ def find_counted_peaks(
             a QM9 decoding kept fewer peaks than their count; at 0.1, 1% (an isolated Dirac's
             side lobes, at most 0.2 at lmax 4, are in the fit, not in its residual).
         threshold, relative_threshold, resolution, steps, chunk_size: as for :func:`find_peaks`.
+            Decoding the 10,000 QM9 validation molecules with the shipped model, candidates
+            above 0.3 instead of 0.5 gave 31.3% right atom counts instead of 30.8%.
 
     Returns:
         :class:`Peaks` (index sorted; within a signal, by decreasing amplitude); a signal may

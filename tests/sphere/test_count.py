@@ -57,13 +57,16 @@ def test_weak_peaks_are_found_to_the_count(dtype):
     assert max(angles.max() for angles, _ in matched) < 2.0  # degrees: each weak peak where its vector is
 
 
-def test_projected_signals_give_find_peaks_result_exactly():
+def test_projected_signals_give_find_peaks_result():
     sets = random_sets(50, seed=2)
     vectors, index = batch(sets)
     signals = project(vectors, index, len(sets), LMAX)
     counted, plain = find_counted_peaks(signals), find_peaks(signals)
-    for a, b in zip(counted, plain):
-        assert torch.equal(a, b)
+    assert torch.equal(counted.index, plain.index)
+    torch.testing.assert_close(counted.amplitudes, plain.amplitudes, rtol=0, atol=1e-10)
+    for i in range(len(sets)):  # equal amplitudes (1) leave the order within a signal free
+        angles, lengths = match(counted.vectors[counted.index == i], plain.vectors[plain.index == i])
+        assert angles.max() < 1e-5 and lengths.max() < 1e-10  # degrees: arccos near 1 in float64
 
 
 def test_more_peaks_than_the_count_keep_the_strongest():
@@ -90,16 +93,16 @@ def test_empty_and_bad_signals():
 
 
 def _weak_third_peak(dtype=torch.float64) -> tuple[torch.Tensor, torch.Tensor]:
-    """One signal of three vectors whose peaks came out 1.3, 1.1 and 0.6 high, and the vectors."""
+    """One signal of three vectors whose peaks came out 1.3, 1.1 and 0.25 high, and the vectors."""
     vectors = torch.tensor([[0.0, 0.6, 1.2], [1.1, -0.3, 0.1], [-0.4, -0.9, -0.5]], dtype=dtype)
-    weights = torch.tensor([1.3, 1.1, 0.6], dtype=dtype)
+    weights = torch.tensor([1.3, 1.1, 0.25], dtype=dtype)
     signals = (project(vectors, torch.arange(3), 3, LMAX) * weights[:, None, None]).sum(0, keepdim=True)
     return signals, vectors
 
 
 def test_completed_peaks_carry_gradients_to_the_signal():
     signals, truth = _weak_third_peak()
-    assert len(find_peaks(signals).index) == 2  # the third peak comes from the completion
+    assert len(find_peaks(signals, threshold=0.3, relative_threshold=0.3).index) == 2  # the third comes from the completion
 
     def decode(coefficients):
         peaks = find_counted_peaks(coefficients, counts=torch.tensor([3]))
@@ -108,18 +111,19 @@ def test_completed_peaks_carry_gradients_to_the_signal():
 
     vectors, amplitudes = decode(signals)
     torch.testing.assert_close(vectors, truth)
-    torch.testing.assert_close(amplitudes, torch.tensor([1.3, 1.1, 0.6], dtype=torch.float64))
+    torch.testing.assert_close(amplitudes, torch.tensor([1.3, 1.1, 0.25], dtype=torch.float64))
     assert torch.autograd.gradcheck(decode, (signals.requires_grad_(),), eps=1e-6, atol=1e-5)
 
 
 def test_completion_in_chunks_gives_the_same_peaks():
     sets = random_sets(40, seed=7)
     vectors, index = batch(sets)
-    weights = 0.4 + torch.rand(len(vectors), generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    weights = 0.2 + torch.rand(len(vectors), generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     per_vector = project(vectors, torch.arange(len(vectors)), len(vectors), LMAX) * weights[:, None, None]
     signals = torch.zeros(len(sets), *per_vector.shape[1:], dtype=torch.float64).index_add(0, index, per_vector)
     counts = torch.tensor([len(s) for s in sets])
-    assert (torch.bincount(find_peaks(signals).index, minlength=len(sets)) < counts).sum() >= 5  # completion at work
+    candidates = find_peaks(signals, threshold=0.3, relative_threshold=0.3)  # find_counted_peaks' first ones
+    assert (torch.bincount(candidates.index, minlength=len(sets)) < counts).sum() >= 5  # completion at work
     whole, chunked = find_counted_peaks(signals, counts), find_counted_peaks(signals, counts, chunk_size=7)
     assert torch.equal(chunked.index, whole.index)
     for i in range(len(sets)):
