@@ -75,7 +75,16 @@ def _finish(fit: _Fit, signals: torch.Tensor, rows: torch.Tensor, lmax: int):
     return directions * (weights[:, 1:] / weights[:, :1]), index, weights[:, 0]
 
 
-def _find_chunk(signals: torch.Tensor, detection: _Detection, options: "_Options", counts: torch.Tensor | None):
+class _Options(NamedTuple):  # the arguments of find_peaks and find_counted_peaks (their defaults)
+    threshold: float
+    relative_threshold: float
+    resolution: int | None
+    steps: int
+    chunk_size: int
+    low_threshold: float | None = None  # find_counted_peaks' only
+
+
+def _find_chunk(signals: torch.Tensor, detection: _Detection, options: _Options, counts: torch.Tensor | None):
     r"""Peaks of ``(S, 2, M)`` signals: returns ``(vectors, index, amplitudes)``. With ``counts``
     ``(S,)``, at most that many per signal, completed from the residual towards them (see
     :func:`geoae.sphere.find_counted_peaks`)."""
@@ -115,15 +124,6 @@ def _find_chunk(signals: torch.Tensor, detection: _Detection, options: "_Options
         cut = (options.relative_threshold * largest).clamp(min=options.threshold)
     fit = _prune(fit, target, cut, detection, lmax, options.steps)
     return _finish(fit, signals, live, lmax)
-
-
-class _Options(NamedTuple):  # the arguments of find_peaks and find_counted_peaks (their defaults)
-    threshold: float
-    relative_threshold: float
-    resolution: int | None
-    steps: int
-    chunk_size: int
-    low_threshold: float | None = None  # find_counted_peaks' only
 
 
 def _find(signals: torch.Tensor, options: _Options, counts: torch.Tensor | None = None) -> Peaks:
