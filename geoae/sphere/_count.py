@@ -106,4 +106,5 @@ def find_counted_peaks(
     (tensor([3]), 2, 3)
     """
     counts = count_vectors(signals) if counts is None else counts
-    return _keep_first(_find(signals, _Options(threshold, relative_threshold, resolution, steps, chunk_size, low_threshold), counts), counts)
+    options = _Options(threshold, relative_threshold, resolution, steps, chunk_size, low_threshold)
+    return _keep_first(_find(signals, options, counts), counts)

@@ -75,7 +75,7 @@ def _finish(fit: _Fit, signals: torch.Tensor, rows: torch.Tensor, lmax: int):
     return directions * (weights[:, 1:] / weights[:, :1]), index, weights[:, 0]
 
 
-class _Options(NamedTuple):  # the arguments of find_peaks and find_counted_peaks (their defaults)
+class _Options(NamedTuple):  # the arguments of find_peaks and find_counted_peaks (defaults in theirs)
     threshold: float
     relative_threshold: float
     resolution: int | None
