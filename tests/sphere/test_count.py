@@ -63,10 +63,11 @@ def test_projected_signals_give_find_peaks_result():
     signals = project(vectors, index, len(sets), LMAX)
     counted, plain = find_counted_peaks(signals), find_peaks(signals)
     assert torch.equal(counted.index, plain.index)
-    torch.testing.assert_close(counted.amplitudes, plain.amplitudes, rtol=0, atol=1e-10)
+    # both fits converged: equal to the fit's tolerance (no last polishing step without gradients)
+    torch.testing.assert_close(counted.amplitudes, plain.amplitudes, rtol=0, atol=1e-6)
     for i in range(len(sets)):  # equal amplitudes (1) leave the order within a signal free
         angles, lengths = match(counted.vectors[counted.index == i], plain.vectors[plain.index == i])
-        assert angles.max() < 1e-5 and lengths.max() < 1e-10  # degrees: arccos near 1 in float64
+        assert angles.max() < 1e-5 and lengths.max() < 1e-8  # degrees: arccos near 1 in float64
 
 
 def test_more_peaks_than_the_count_keep_the_strongest():
