@@ -216,7 +216,8 @@ class Decoder(torch.nn.Module):
             label, num_children = merge_duplicates(pos[parent] + offset, child_batch, self.merge_radius)
             children = scatter(pos[parent] + offset, label, dim=0, dim_size=num_children, reduce="mean")  # (C, 3)
             child_batch = scatter(child_batch, label, dim=0, dim_size=num_children, reduce="min")  # (C,)
-            edges = torch.unique(torch.stack([parent, label]), dim=1)  # (2, E): parent -> child
+            key = torch.unique(parent * num_children + label)  # (E,): each parent -> child edge once, sorted
+            edges = torch.stack([key // num_children, key % num_children])  # (2, E)
             h = self.combines[level](h, edges, pos[edges[0]] - children[edges[1]], num_out=num_children)
             pos, batch = children, child_batch
             levels.append((pos, batch))
