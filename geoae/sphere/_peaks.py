@@ -115,11 +115,11 @@ def _find_chunk(signals: torch.Tensor, detection: _Detection, options: _Options,
     else:
         # Signals short of their count: the highest maxima of the residual, as many as are missing.
         cut = torch.full_like(cut, options.low_threshold)
-        short = fit.mask.sum(dim=1) < counts[live]  # [S'] (the others' residual is not looked at)
-        residual_cut = cut.masked_fill(~short, math.inf) / 2
+        missing = counts[live] - fit.mask.sum(dim=1)  # [S'] (the residual of the others is not looked at)
+        residual_cut = cut.masked_fill(missing <= 0, math.inf) / 2
         directions, heights, mask = _residual_candidates(fit, coefficients, detection, residual_cut, lmax)
         mask = _suppress(directions, heights, mask, detection.cos_merge)
-        mask &= mask.long().cumsum(dim=1) <= (counts[live] - fit.mask.sum(dim=1))[:, None]
+        mask &= mask.long().cumsum(dim=1) <= missing[:, None]
         extra = directions, heights, mask
     fit = _refine_rows(_extend(fit, *extra), extra[2].any(dim=1).nonzero().squeeze(1), target, lmax, options.steps)
 
@@ -176,9 +176,9 @@ def find_peaks(
     weight (``amplitudes``) is under the same thresholds are dropped. ``length = weight1 / weight0``.
 
     When ``signals`` require gradients, a last Gauss-Newton step is taken with their autograd
-    graph, so ``vectors`` and ``amplitudes`` carry gradients to ``signals``: the implicit derivative of the fitted
-    parameters, ``(J^T J)^{-1} J^T``, exact when the signal is a sum of Diracs. Which peaks are
-    found does not depend differentiably on the signal.
+    graph, so ``vectors`` and ``amplitudes`` carry gradients to ``signals``: the implicit
+    derivative of the fitted parameters, ``(J^T J)^{-1} J^T``, exact when the signal is a sum of
+    Diracs. Which peaks are found does not depend differentiably on the signal.
 
     Args:
         signals: ``(N, 2, (lmax+1)**2)``.
