@@ -16,7 +16,7 @@ from ._harmonics import _derivative_matrices, dirac_scale, spherical_harmonics
 _MAX_TURN = 0.25  # radians: the largest move of a direction in one Gauss-Newton step
 _DAMPING_START = 1e-3  # Levenberg-Marquardt damping, relative to the diagonal of J^T J
 _DAMPING = 1e-6  # the smallest damping, also that of the final differentiable step
-_CONVERGED = 1e-4  # radians: a signal whose last step moved a peak more gets _MORE_STEPS more
+_CONVERGED = 1e-3  # radians: a signal whose last step moved a peak more gets up to _MORE_STEPS more
 _MORE_STEPS = 8
 _GROUP_COST = 4096.0  # a refinement group's fixed cost, in rows times squared width (measured on CPU)
 
@@ -183,28 +183,57 @@ def _choose(better: torch.Tensor, new, old):
     return type(new)(*(torch.where(better.view((-1,) + (1,) * (a.dim() - 1)), a, b) for a, b in zip(new, old)))
 
 
-def _refine(fit: _Fit, target: _Target, lmax: int, steps: int) -> tuple[_Fit, torch.Tensor]:
-    r"""Least-squares weights for the current directions, then ``steps`` Levenberg-Marquardt steps.
+def _refine(fit: _Fit, target: _Target, lmax: int, steps: int, more_steps: int = 0) -> _Fit:
+    r"""Least-squares weights for the current directions, then ``steps`` Levenberg-Marquardt steps,
+    then up to ``more_steps`` more for the signals whose last step still moved a direction by
+    more than ``_CONVERGED`` (each signal stops on its own).
 
     A step that does not lower the squared residual is undone and the damping raised tenfold;
-    one that does lowers it tenfold. Returns the fit and each signal's largest proposed move of
-    a direction in the last step, ``(S,)``.
+    one that does lowers it tenfold.
     """
     if fit.mask.shape[1] == 0:  # no live peak in any of these signals
-        return fit, fit.directions.new_zeros(fit.mask.shape[0])
+        return fit
     diracs = _diracs(fit, lmax)  # [S, K, M]
     projections = _projections(diracs, target)
     fit = fit._replace(weights=_linear_weights(fit, projections[:, :, 0], lmax))
     state = _State(projections, _cost(fit, diracs, target))
     damping = torch.full_like(state.cost, _DAMPING_START)  # [S]
-    for _ in range(steps):
-        move, first, second = _solve(fit, state, lmax, damping)  # [S, K, 4]
-        trial = _apply(fit, move, first, second)
-        trial_state = _state(trial, target, lmax)
-        better = trial_state.cost <= state.cost  # [S]
-        fit, state = _choose(better, trial, fit), _choose(better, trial_state, state)
-        damping = torch.where(better, damping / 10, damping * 10).clamp(_DAMPING, 1e6)
-    return fit, move[..., :2].norm(dim=-1).amax(dim=1)
+    active, slow = None, torch.arange(len(damping), device=damping.device)  # active: [S'] rows once not all
+    for step in range(steps + more_steps):
+        if step >= steps:
+            active = slow if active is None else active[slow]
+            if len(active) == 0:
+                break
+        everything = (fit, state, target, damping)
+        part_fit, part_state, part_target, part_damping = everything if active is None else _take(everything, active)
+        move, first, second = _solve(part_fit, part_state, lmax, part_damping)  # [S', K, 4]
+        trial = _apply(part_fit, move, first, second)
+        trial_state = _state(trial, part_target, lmax)
+        better = trial_state.cost <= part_state.cost  # [S']
+        part_fit, part_state = _choose(better, trial, part_fit), _choose(better, trial_state, part_state)
+        part_damping = torch.where(better, part_damping / 10, part_damping * 10).clamp(_DAMPING, 1e6)
+        slow = (move[..., :2].norm(dim=-1).amax(dim=1) > _CONVERGED).nonzero().squeeze(1)  # of the S' rows
+        if active is None:
+            fit, state, damping = part_fit, part_state, part_damping
+        else:
+            fit, state, damping = _place((fit, state, damping), active, (part_fit, part_state, part_damping))
+    return fit
+
+
+def _take(value, rows: torch.Tensor):
+    r"""The ``rows`` of a tensor, or of each tensor of a (named) tuple of them, nested."""
+    if isinstance(value, torch.Tensor):
+        return value[rows]
+    parts = [_take(part, rows) for part in value]
+    return type(value)(*parts) if hasattr(value, "_fields") else tuple(parts)
+
+
+def _place(value, rows: torch.Tensor, new):
+    r"""``value`` (as in :func:`_take`) with its ``rows`` replaced by ``new``."""
+    if isinstance(value, torch.Tensor):
+        return value.index_copy(0, rows, new)
+    parts = [_place(part, rows, new_part) for part, new_part in zip(value, new)]
+    return type(value)(*parts) if hasattr(value, "_fields") else tuple(parts)
 
 
 def _linear_weights(fit: _Fit, projections: torch.Tensor, lmax: int) -> torch.Tensor:
@@ -280,10 +309,5 @@ def _refine_rows(fit: _Fit, rows: torch.Tensor, target: _Target, lmax: int, step
     """
     for group in _groups_by_count(fit.mask[rows].sum(dim=1)):
         group = rows[group]
-        group_target = target.rows(group)
-        part, moved = _refine(_rows(fit, group), group_target, lmax, steps)
-        slow = (moved > _CONVERGED).nonzero().squeeze(1)
-        if len(slow):
-            part = _put(part, slow, _refine(_rows(part, slow), group_target.rows(slow), lmax, _MORE_STEPS)[0])
-        fit = _put(fit, group, part)
+        fit = _put(fit, group, _refine(_rows(fit, group), target.rows(group), lmax, steps, _MORE_STEPS))
     return fit
