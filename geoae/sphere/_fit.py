@@ -204,8 +204,10 @@ def _refine(fit: _Fit, target: _Target, lmax: int, steps: int, more_steps: int =
             active = slow if active is None else active[slow]
             if len(active) == 0:
                 break
-        everything = (fit, state, target, damping)
-        part_fit, part_state, part_target, part_damping = everything if active is None else _take(everything, active)
+        if active is None:
+            part_fit, part_state, part_target, part_damping = fit, state, target, damping
+        else:
+            part_fit, part_state, part_target, part_damping = (_take(x, active) for x in (fit, state, target, damping))
         move, first, second = _solve(part_fit, part_state, lmax, part_damping)  # [S', K, 4]
         trial = _apply(part_fit, move, first, second)
         trial_state = _state(trial, part_target, lmax)
@@ -216,24 +218,22 @@ def _refine(fit: _Fit, target: _Target, lmax: int, steps: int, more_steps: int =
         if active is None:
             fit, state, damping = part_fit, part_state, part_damping
         else:
-            fit, state, damping = _place((fit, state, damping), active, (part_fit, part_state, part_damping))
+            fit, state, damping = (_place(x, active, y) for x, y in zip((fit, state, damping), (part_fit, part_state, part_damping)))
     return fit
 
 
 def _take(value, rows: torch.Tensor):
-    r"""The ``rows`` of a tensor, or of each tensor of a (named) tuple of them, nested."""
+    r"""The ``rows`` of a tensor, or of each tensor of a named tuple of them."""
     if isinstance(value, torch.Tensor):
         return value[rows]
-    parts = [_take(part, rows) for part in value]
-    return type(value)(*parts) if hasattr(value, "_fields") else tuple(parts)
+    return type(value)(*(a[rows] for a in value))
 
 
 def _place(value, rows: torch.Tensor, new):
     r"""``value`` (as in :func:`_take`) with its ``rows`` replaced by ``new``."""
     if isinstance(value, torch.Tensor):
         return value.index_copy(0, rows, new)
-    parts = [_place(part, rows, new_part) for part, new_part in zip(value, new)]
-    return type(value)(*parts) if hasattr(value, "_fields") else tuple(parts)
+    return type(value)(*(a.index_copy(0, rows, b) for a, b in zip(value, new)))
 
 
 def _linear_weights(fit: _Fit, projections: torch.Tensor, lmax: int) -> torch.Tensor:
