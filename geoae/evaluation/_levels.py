@@ -29,22 +29,32 @@ def level_errors(model: Autoencoder, batches) -> dict:
         batches: checked batches (:meth:`Autoencoder.as_batch`).
 
     Returns:
-        ``{"levels": [...], "species_accuracy": float}``, levels from the root down; each
-        ``{"level", "parents", "right_count", "child_error_median", "child_error_q90"}``:
-        the number of parents, the fraction whose predicted children number exactly their
-        true children, and the distance (length units of the data) from each true child
-        offset to the nearest predicted one of the same parent (parents with the right count).
+        ``{"levels": [...], "species_accuracy", "species_recall", "structures_species_right"}``.
+        Levels from the root down; each ``{"level", "parents", "right_count",
+        "child_error_median", "child_error_q90"}``: the number of parents, the fraction whose
+        predicted children number exactly their true children, and the distance (length
+        units of the data) from each true child offset to the nearest predicted one of the
+        same parent (parents with the right count). Species, on the true atoms: the fraction
+        predicted right, the same per true atomic number (``{"6": 0.99, ...}``, ``None`` for a
+        species absent from the batches), and the fraction of structures with every atom's
+        species right (a bound on the rate of right compositions, free running).
     """
     model.eval()
     totals: dict[int, dict] = defaultdict(lambda: {"parents": 0, "right": 0, "errors": []})
-    species_right, atoms = 0, 0
+    num_species = len(model.species)
+    confusion = torch.zeros(num_species, 2, dtype=torch.long)  # per true species: atoms, predicted right
+    structures_right, structures = 0, 0
     for batch in batches:
         hierarchy = model.hierarchy(batch)
         species = model._species_index[batch.z]  # (N,)
         latent = model.encoder(species, hierarchy)  # (B, latent)
         predictions, logits = model.decoder.teacher_forced(latent, hierarchy)
-        species_right += int((logits.argmax(dim=-1) == species).sum())
-        atoms += len(species)
+        species_right = logits.argmax(dim=-1) == species  # (N,)
+        confusion[:, 0] += torch.bincount(species, minlength=num_species).cpu()
+        confusion[:, 1] += torch.bincount(species[species_right], minlength=num_species).cpu()
+        wrong = torch.bincount(batch.batch[~species_right], minlength=batch.num_graphs)  # (B,)
+        structures_right += int((wrong == 0).sum())
+        structures += batch.num_graphs
         for p in predictions:
             parent = hierarchy.parent[p.level]  # (N_l,)
             offset = hierarchy.pos[p.level] - hierarchy.pos[p.level + 1][parent]  # (N_l, 3)
@@ -78,7 +88,13 @@ def level_errors(model: Autoencoder, batches) -> dict:
                 "child_error_q90": float(errors.quantile(0.9)) if len(errors) else None,
             }
         )
-    return {"levels": levels, "species_accuracy": species_right / max(atoms, 1)}
+    recall = {str(z): (right / atoms if atoms else None) for z, (atoms, right) in zip(model.species, confusion.tolist())}
+    return {
+        "levels": levels,
+        "species_accuracy": int(confusion[:, 1].sum()) / max(int(confusion[:, 0].sum()), 1),
+        "species_recall": recall,
+        "structures_species_right": structures_right / max(structures, 1),
+    }
 
 
 @torch.no_grad()

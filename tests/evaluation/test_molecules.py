@@ -139,7 +139,9 @@ def test_level_errors_of_perfect_predictions_are_zero(molecules, monkeypatch, si
     hierarchy_z["z"] = batch.z
     monkeypatch.setattr(model.decoder, "teacher_forced", perfect)
     report = level_errors(model, [batch])
-    assert report["species_accuracy"] == 1.0
+    assert report["species_accuracy"] == 1.0 and report["structures_species_right"] == 1.0
+    present = {str(z) for z in batch.z.tolist()}
+    assert report["species_recall"] == {str(z): 1.0 if str(z) in present else None for z in model.species}
     assert [level["right_count"] for level in report["levels"]] == [1.0] * model.num_levels
     assert all(level["child_error_q90"] < 1e-3 for level in report["levels"])
     assert sum(level["parents"] for level in report["levels"]) == sum(len(p) for p in model.hierarchy(batch).pos[1:])
@@ -156,3 +158,25 @@ def test_free_running_levels_of_the_shipped_tetris_model_follow_its_hierarchy():
     untrained = Autoencoder(species=[6], max_atoms=4, lmax=2, mul=4, latent_lmax=2, latent_mul=4, signal_lmax=4)
     report = free_running_level_errors(untrained, [untrained.as_batch(tetris())])
     assert report["levels"][-1]["right_count"] < 1.0  # an untrained model does not: the check can fail
+
+
+def test_level_errors_count_species_per_element_and_per_structure(molecules, monkeypatch):
+    model = Autoencoder(species=[1, 6, 7, 8, 9], max_atoms=5, lmax=1, mul=2, latent_lmax=1, latent_mul=2, signal_lmax=2)
+    batch = model.as_batch(molecules)
+    species = model._species_index[batch.z]
+    teacher_forced = model.decoder.teacher_forced
+
+    def first_atom_wrong(latent, hierarchy):  # every species right but the first atom's (of structure 0)
+        predictions, _ = teacher_forced(latent, hierarchy)
+        predicted = species.clone()
+        predicted[0] = (species[0] + 1) % len(model.species)
+        return predictions, torch.nn.functional.one_hot(predicted, len(model.species)).double()
+
+    monkeypatch.setattr(model.decoder, "teacher_forced", first_atom_wrong)
+    report = level_errors(model, [batch])
+    assert report["structures_species_right"] == (batch.num_graphs - 1) / batch.num_graphs
+    assert report["species_accuracy"] == (batch.num_nodes - 1) / batch.num_nodes
+    z0 = str(batch.z[0].item())
+    atoms_z0 = int((batch.z == batch.z[0]).sum())
+    assert report["species_recall"][z0] == (atoms_z0 - 1) / atoms_z0
+    assert all(r == 1.0 for z, r in report["species_recall"].items() if z != z0 and r is not None)
