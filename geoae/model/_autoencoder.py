@@ -222,10 +222,15 @@ class Autoencoder(torch.nn.Module):
         return dataclasses.replace(hierarchy, pos=moved + hierarchy.pos[-1:])
 
     def loss(
-        self, batch: Batch, position_noise: float = 0.0, count_weight: float = 0.0, noise_growth: float = 1.0
+        self,
+        batch: Batch,
+        position_noise: float = 0.0,
+        count_weight: float = 0.0,
+        noise_growth: float = 1.0,
+        species_weight: float = 1.0,
     ) -> dict[str, torch.Tensor]:
         """Teacher-forced losses of a batch; ``"loss"`` is ``signal + centre + centre_vector +
-        species + count_weight * count``.
+        species_weight * species + count_weight * count``.
 
         - ``signal``: squared error of each level's predicted children signals against
           :func:`geoae.sphere.project` of the true children's offsets (centre children left
@@ -233,7 +238,8 @@ class Autoencoder(torch.nn.Module):
         - ``centre``: binary cross-entropy of "a child sits at the parent" (offset under
           ``min_radius``), mean over parents, summed over levels;
         - ``centre_vector``: squared error of that child's offset, mean over such parents;
-        - ``species``: cross-entropy of the atoms' species;
+        - ``species``: cross-entropy of the atoms' species (mean over atoms); ``species_weight``
+          weighs it (a molecule's composition is right only if every atom's species is);
         - ``count``: squared error of each predicted signal's count of children (its integral
           in units of one vector, :func:`geoae.sphere.integral_count`, which decoding rounds),
           mean over parent points, summed over levels. ``signal`` holds the same error scaled
@@ -269,5 +275,8 @@ class Autoencoder(torch.nn.Module):
                 error = p.centre_vector[parent[is_centre]] - offset[is_centre]
                 terms["centre_vector"] = terms["centre_vector"] + error.pow(2).sum(dim=1).mean()
         terms["species"] = torch.nn.functional.cross_entropy(species_logits, species)
-        terms["loss"] = sum(v for k, v in terms.items() if k != "count") + count_weight * terms["count"]
+        terms["loss"] = (
+            terms["signal"] + terms["centre"] + terms["centre_vector"]
+            + species_weight * terms["species"] + count_weight * terms["count"]
+        )
         return terms

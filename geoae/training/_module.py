@@ -28,6 +28,8 @@ class AutoencoderModule(L.LightningModule):
         noise_growth: factor on that noise at each level further from the roots.
         count_weight: weight of the children-count loss (see :meth:`Autoencoder.loss`), in
             training and validation.
+        species_weight: weight of the species cross-entropy (see :meth:`Autoencoder.loss`), in
+            training and validation.
     """
 
     def __init__(
@@ -39,23 +41,27 @@ class AutoencoderModule(L.LightningModule):
         position_noise: float = 0.0,
         count_weight: float = 0.0,
         noise_growth: float = 1.0,
+        species_weight: float = 1.0,
     ):
         super().__init__()
         self.model = model
         self.lr, self.warmup, self.rmsd_threshold = lr, warmup, rmsd_threshold
         self.position_noise, self.count_weight, self.noise_growth = position_noise, count_weight, noise_growth
+        self.species_weight = species_weight
         self.save_hyperparameters(ignore=["model"])
 
+    @property
+    def _weights(self) -> dict[str, float]:
+        return {"count_weight": self.count_weight, "species_weight": self.species_weight}
+
     def training_step(self, batch, batch_idx):
-        terms = self.model.loss(
-            batch, position_noise=self.position_noise, count_weight=self.count_weight, noise_growth=self.noise_growth
-        )
+        terms = self.model.loss(batch, position_noise=self.position_noise, noise_growth=self.noise_growth, **self._weights)
         self.log_dict({f"train/{k}": v for k, v in terms.items()}, batch_size=batch.num_graphs, prog_bar=False)
         self.log("loss", terms["loss"], batch_size=batch.num_graphs, prog_bar=True, logger=False)
         return terms["loss"]
 
     def validation_step(self, batch, batch_idx):
-        terms = self.model.loss(batch, count_weight=self.count_weight)
+        terms = self.model.loss(batch, **self._weights)
         self.log_dict({f"val/{k}": v for k, v in terms.items()}, batch_size=batch.num_graphs)
         decoded = self.model.decode_tensors(self.model.encode(batch))
         errors = reconstruction_errors(decoded, batch, self.model._species_index[batch.z])

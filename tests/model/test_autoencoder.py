@@ -248,6 +248,17 @@ def test_count_loss_is_the_squared_error_of_each_signals_children_count():
     assert all(p.grad is not None and p.grad.isfinite().all() for p in model.decoder.blooms.parameters())
 
 
+def test_species_weight_scales_only_the_species_term():
+    torch.manual_seed(0)
+    model = Autoencoder(**dict(SMALL, species=[1, 6]))
+    batch = model.as_batch(tetris())
+    batch.z[::2] = 1  # two species, so the species cross-entropy is not zero
+    plain, weighted = model.loss(batch), model.loss(batch, species_weight=3.0)
+    assert plain["species"] > 0
+    torch.testing.assert_close(weighted["loss"], plain["loss"] + 2.0 * plain["species"])
+    assert all(torch.equal(plain[k], weighted[k]) for k in plain if k != "loss")
+
+
 def test_child_count_is_checked_at_construction():
     with pytest.raises(ValueError, match="unknown child_count='sum'; valid: 'integral': .*; 'peaks': "):
         Autoencoder(**dict(SMALL, child_count="sum"))
