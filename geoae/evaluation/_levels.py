@@ -42,7 +42,7 @@ def level_errors(model: Autoencoder, batches) -> dict:
     model.eval()
     totals: dict[int, dict] = defaultdict(lambda: {"parents": 0, "right": 0, "errors": []})
     num_species = len(model.species)
-    confusion = torch.zeros(num_species, 2, dtype=torch.long)  # per true species: atoms, predicted right
+    per_species = torch.zeros(num_species, 2, dtype=torch.long)  # per true species: atoms, atoms predicted right
     structures_right, structures = 0, 0
     for batch in batches:
         hierarchy = model.hierarchy(batch)
@@ -50,8 +50,8 @@ def level_errors(model: Autoencoder, batches) -> dict:
         latent = model.encoder(species, hierarchy)  # (B, latent)
         predictions, logits = model.decoder.teacher_forced(latent, hierarchy)
         species_right = logits.argmax(dim=-1) == species  # (N,)
-        confusion[:, 0] += torch.bincount(species, minlength=num_species).cpu()
-        confusion[:, 1] += torch.bincount(species[species_right], minlength=num_species).cpu()
+        per_species[:, 0] += torch.bincount(species, minlength=num_species).cpu()
+        per_species[:, 1] += torch.bincount(species[species_right], minlength=num_species).cpu()
         wrong = torch.bincount(batch.batch[~species_right], minlength=batch.num_graphs)  # (B,)
         structures_right += int((wrong == 0).sum())
         structures += batch.num_graphs
@@ -88,10 +88,10 @@ def level_errors(model: Autoencoder, batches) -> dict:
                 "child_error_q90": float(errors.quantile(0.9)) if len(errors) else None,
             }
         )
-    recall = {str(z): (right / atoms if atoms else None) for z, (atoms, right) in zip(model.species, confusion.tolist())}
+    recall = {str(z): (right / atoms if atoms else None) for z, (atoms, right) in zip(model.species, per_species.tolist())}
     return {
         "levels": levels,
-        "species_accuracy": int(confusion[:, 1].sum()) / max(int(confusion[:, 0].sum()), 1),
+        "species_accuracy": int(per_species[:, 1].sum()) / max(int(per_species[:, 0].sum()), 1),
         "species_recall": recall,
         "structures_species_right": structures_right / max(structures, 1),
     }
