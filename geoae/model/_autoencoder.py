@@ -151,7 +151,7 @@ class Autoencoder(torch.nn.Module):
             data_list = structures.to_data_list() if isinstance(structures, Batch) else [structures]
         else:
             data_list = [
-                s if isinstance(s, Data) else from_atoms(s, source=f"structure {i}") for i, s in enumerate(structures)
+                s if isinstance(s, Data) else from_atoms(s, source=f"structure {i}", dtype=self.dtype) for i, s in enumerate(structures)
             ]
         if not data_list:
             raise ValueError("no structure to encode")

@@ -6,6 +6,7 @@ from typing import NamedTuple
 import torch
 
 from ._detect import _Detection, _detection, _local_maxima, _pad, _suppress
+from ._frame import canonical_frames, turn_signals
 from ._fit import _DAMPING, _apply, _compact, _diracs, _Fit, _projections, _refine_rows, _solve, _State, _Target, _target
 from ._project import _lmax, check_finite, project  # noqa: F401 (project: doctest)
 
@@ -92,6 +93,11 @@ def _find_chunk(signals: torch.Tensor, detection: _Detection, options: _Options,
     ``(S,)``, at most that many per signal, completed from the residual towards them (see
     :func:`geoae.sphere.find_counted_peaks`)."""
     lmax = _lmax(signals)
+    # each signal is seen in its own frame (counted: only those with peaks to find)
+    turn = torch.arange(len(signals), device=signals.device) if counts is None else (counts > 0).nonzero().squeeze(1)
+    frames = torch.eye(3, dtype=signals.dtype, device=signals.device).repeat(len(signals), 1, 1)  # [S, 3, 3]
+    frames[turn] = canonical_frames(signals[turn], detection)
+    signals = signals.index_copy(0, turn, turn_signals(signals[turn], frames[turn]))
     coefficients = signals.detach()  # [S, 2, M]
     values = coefficients[:, 0] @ detection.table  # [S, G]
     cut = (options.relative_threshold * values.amax(dim=1)).clamp(min=options.threshold)  # [S]
@@ -128,7 +134,8 @@ def _find_chunk(signals: torch.Tensor, detection: _Detection, options: _Options,
         largest = fit.weights[..., 0].where(fit.mask, -math.inf).max(dim=1).values  # [S']
         cut = (options.relative_threshold * largest).clamp(min=options.threshold)
     fit = _prune(fit, target, cut, detection, lmax, options.steps)
-    return _finish(fit, signals, live, lmax)
+    vectors, index, amplitudes = _finish(fit, signals, live, lmax)
+    return (frames[index] * vectors[:, None, :]).sum(2), index, amplitudes  # turned back: Q v
 
 
 def _find(signals: torch.Tensor, options: _Options, counts: torch.Tensor | None = None) -> Peaks:
