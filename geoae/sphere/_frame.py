@@ -16,6 +16,7 @@ from ._detect import _Detection, _local_maxima, _pad, _suppress
 from ._fit import _tangent_basis
 from ._grid import sphere_grid
 from ._harmonics import _derivative_matrices, spherical_harmonics
+from ._project import _lmax
 
 _CANDIDATES = 4  # the highest grid maxima, climbed to the signal's local maxima
 _CANDIDATE_CUT = 0.4  # of the highest grid value: lower maxima can neither be the first nor the
@@ -130,7 +131,7 @@ def canonical_frames(signals: torch.Tensor, detection: _Detection) -> torch.Tens
     maxima of equal height, a side test that comes out even, a spread at the threshold. Where
     the tie comes from a symmetry of the signal, either choice gives the same canonical signal.
     """
-    lmax = round(signals.shape[-1] ** 0.5) - 1
+    lmax = _lmax(signals)
     coefficients = signals[:, 0].detach()  # [S, M]
     num = len(coefficients)
     values = coefficients @ detection.table  # [S, G]
@@ -198,7 +199,7 @@ def turn_signals(signals: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
     >>> evaluate(turn_signals(signals, swap), torch.tensor([1.0, 0.0, 0.0])).round(decimals=4)
     tensor([[1., 2.]])
     """
-    lmax = round(signals.shape[-1] ** 0.5) - 1
+    lmax = _lmax(signals)
     points, inverse = _samples(lmax, signals.dtype, signals.device)  # [P, 3], [P, M]
     turned = (frames.detach() @ points.T).transpose(1, 2)  # [S, P, 3]: Q p
     values = signals @ spherical_harmonics(turned, lmax).transpose(1, 2)  # [S, C, P]: f(Q p)
