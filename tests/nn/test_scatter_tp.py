@@ -114,3 +114,31 @@ def test_no_nodes():
     tp = nequip_tp()
     x, y, weight, edge_index = inputs(tp, num_src=0, num_edges=0, num_out=0, dtype=torch.float32)
     assert ScatterTensorProduct(tp)(x, y, weight, edge_index, num_out=0).shape == (0, tp.irreps_out.dim)
+
+
+def test_groups_of_zero_features_are_skipped_exactly():
+    """Scalar-only features (the l > 0 irreps exactly zero, as after an embedding of the
+    species): without gradients the zero groups are skipped, and the sum still equals e3nn's;
+    with gradients every group runs, so the gradient on the zero features is right too."""
+    with default_dtype(torch.float64):
+        tp = nequip_tp()
+    stp = ScatterTensorProduct(tp, chunk_size=8)
+    x, y, weight, edge_index = inputs(tp, 6, 30, 4, torch.float64)
+    x[:, tp.irreps_in1[:2].dim :] = 0  # only 4x0e + 4x0o left
+    expected = reference(tp, x, y, weight, edge_index, num_out=4)
+    calls = []
+    hook = torch.Tensor.addcmul
+    try:
+        torch.Tensor.addcmul = lambda *a, **k: calls.append(1) or hook(*a, **k)
+        with torch.no_grad():
+            out = stp(x, y, weight, edge_index, num_out=4)
+    finally:
+        torch.Tensor.addcmul = hook
+    assert (out - expected).abs().max() < 1e-12 * expected.abs().max()
+    assert calls == []  # the l = 1 and l = 2 groups (the only ones with several components) were skipped
+    x.requires_grad_()
+    probe = torch.randn(4, tp.irreps_out.dim, dtype=torch.float64)
+    ours = torch.autograd.grad((stp(x, y, weight, edge_index, num_out=4) * probe).sum(), x)[0]
+    theirs = torch.autograd.grad((reference(tp, x, y, weight, edge_index, num_out=4) * probe).sum(), x)[0]
+    assert ours[:, tp.irreps_in1[:2].dim :].abs().max() > 0.1  # the zero features get a gradient
+    assert (ours - theirs).abs().max() < 1e-12 * theirs.abs().max()
