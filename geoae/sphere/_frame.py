@@ -27,6 +27,8 @@ _MAX_TURN = 0.25  # radians: the largest move of one climbing step
 _COLLINEAR = 0.95  # |cos| above which a second maximum cannot set the frame's second axis
 _SECOND_PEAK = 0.5  # nor one under this fraction of the highest
 _ROUND = 0.1  # relative gap of the two spreads across the first axis under which they are "equal"
+_TURN_CHUNK = 512  # signals turned at once: their (chunk, P, M) harmonics stay small (all 10,000
+# signals of the sphere benchmark at once took 2.1x as long as chunks of 500, on this project's CPU)
 
 
 
@@ -201,6 +203,9 @@ def turn_signals(signals: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
     """
     lmax = _lmax(signals)
     points, inverse = _samples(lmax, signals.dtype, signals.device)  # [P, 3], [P, M]
-    turned = (frames.detach() @ points.T).transpose(1, 2)  # [S, P, 3]: Q p
-    values = signals @ spherical_harmonics(turned, lmax).transpose(1, 2)  # [S, C, P]: f(Q p)
-    return values @ inverse  # [S, C, M]
+    parts = []
+    for part, frame in zip(signals.split(_TURN_CHUNK), frames.detach().split(_TURN_CHUNK)):
+        turned = (frame @ points.T).transpose(1, 2)  # [S', P, 3]: Q p
+        values = part @ spherical_harmonics(turned, lmax).transpose(1, 2)  # [S', C, P]: f(Q p)
+        parts.append(values @ inverse)  # [S', C, M]
+    return torch.cat(parts)  # (split gives one empty part for no signals)
