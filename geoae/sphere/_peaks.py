@@ -96,8 +96,9 @@ def _find_chunk(signals: torch.Tensor, detection: _Detection, options: _Options,
     # each signal is seen in its own frame (counted: only those with peaks to find)
     turn = torch.arange(len(signals), device=signals.device) if counts is None else (counts > 0).nonzero().squeeze(1)
     frames = torch.eye(3, dtype=signals.dtype, device=signals.device).repeat(len(signals), 1, 1)  # [S, 3, 3]
-    frames[turn] = canonical_frames(signals[turn], detection)
-    signals = signals.index_copy(0, turn, turn_signals(signals[turn], frames[turn]))
+    seen = signals[turn]  # [S'', 2, M]
+    frames[turn] = own = canonical_frames(seen, detection)
+    signals = signals.index_copy(0, turn, turn_signals(seen, own))
     coefficients = signals.detach()  # [S, 2, M]
     values = coefficients[:, 0] @ detection.table  # [S, G]
     cut = (options.relative_threshold * values.amax(dim=1)).clamp(min=options.threshold)  # [S]

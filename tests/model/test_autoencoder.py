@@ -281,7 +281,6 @@ def test_child_count_rules_agree_on_the_shipped_tetris_model_and_differ_on_qm9()
     assert counts["integral"] > counts["peaks"]
 
 
-
 def qm9_test_molecules(num: int) -> list[ase.Atoms]:
     """The first ``num`` molecules of QM9's test split (DFT geometries: no exact symmetry)."""
     from geoae.data import QM9DataModule, to_atoms
