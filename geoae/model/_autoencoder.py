@@ -228,6 +228,7 @@ class Autoencoder(torch.nn.Module):
         count_weight: float = 0.0,
         noise_growth: float = 1.0,
         species_weight: float = 1.0,
+        species_balance: float = 0.0,
     ) -> dict[str, torch.Tensor]:
         """Teacher-forced losses of a batch; ``"loss"`` is ``signal + centre + centre_vector +
         species_weight * species + count_weight * count``.
@@ -239,7 +240,10 @@ class Autoencoder(torch.nn.Module):
           ``min_radius``), mean over parents, summed over levels;
         - ``centre_vector``: squared error of that child's offset, mean over such parents;
         - ``species``: cross-entropy of the atoms' species (mean over atoms); ``species_weight``
-          weighs it (a molecule's composition is right only if every atom's species is);
+          weighs it (a molecule's composition is right only if every atom's species is).
+          With ``species_balance`` ``b > 0``, each atom weighs ``share ** -b`` in that mean,
+          ``share`` being its species' share of the batch's atoms, so rare elements (N, O, F in
+          QM9) count more: ``b = 1`` weighs every species present equally in all;
         - ``count``: squared error of each predicted signal's count of children (its integral
           in units of one vector, :func:`geoae.sphere.integral_count`, which decoding rounds),
           mean over parent points, summed over levels. ``signal`` holds the same error scaled
@@ -274,7 +278,11 @@ class Autoencoder(torch.nn.Module):
             if is_centre.any():
                 error = p.centre_vector[parent[is_centre]] - offset[is_centre]
                 terms["centre_vector"] = terms["centre_vector"] + error.pow(2).sum(dim=1).mean()
-        terms["species"] = torch.nn.functional.cross_entropy(species_logits, species)
+        balance = None
+        if species_balance > 0:
+            share = torch.bincount(species, minlength=species_logits.shape[1]).clamp(min=1) / species.numel()  # (S,)
+            balance = share.to(species_logits.dtype).pow(-species_balance)
+        terms["species"] = torch.nn.functional.cross_entropy(species_logits, species, weight=balance)
         terms["loss"] = (
             terms["signal"] + terms["centre"] + terms["centre_vector"]
             + species_weight * terms["species"] + count_weight * terms["count"]

@@ -30,6 +30,8 @@ class AutoencoderModule(L.LightningModule):
             training and validation.
         species_weight: weight of the species cross-entropy (see :meth:`Autoencoder.loss`), in
             training and validation.
+        species_balance: weight of rare species in that cross-entropy (see
+            :meth:`Autoencoder.loss`; 0 weighs every atom alike), in training and validation.
     """
 
     def __init__(
@@ -42,17 +44,18 @@ class AutoencoderModule(L.LightningModule):
         count_weight: float = 0.0,
         noise_growth: float = 1.0,
         species_weight: float = 1.0,
+        species_balance: float = 0.0,
     ):
         super().__init__()
         self.model = model
         self.lr, self.warmup, self.rmsd_threshold = lr, warmup, rmsd_threshold
         self.position_noise, self.count_weight, self.noise_growth = position_noise, count_weight, noise_growth
-        self.species_weight = species_weight
+        self.species_weight, self.species_balance = species_weight, species_balance
         self.save_hyperparameters(ignore=["model"])
 
     @property
     def _weights(self) -> dict[str, float]:
-        return {"count_weight": self.count_weight, "species_weight": self.species_weight}
+        return {"count_weight": self.count_weight, "species_weight": self.species_weight, "species_balance": self.species_balance}
 
     def training_step(self, batch, batch_idx):
         terms = self.model.loss(batch, position_noise=self.position_noise, noise_growth=self.noise_growth, **self._weights)

@@ -261,6 +261,25 @@ def test_species_weight_scales_only_the_species_term():
     assert all(torch.equal(plain[k], weighted[k]) for k in plain if k != "loss")
 
 
+def test_species_balance_weighs_each_atom_by_its_species_share():
+    torch.manual_seed(0)
+    model = Autoencoder(**dict(SMALL, species=[1, 6, 8]))
+    batch = model.as_batch(tetris())
+    batch.z[:] = 6
+    batch.z[:5] = 1  # shares: H 5/N, C the rest, O absent
+    species = model._species_index[batch.z]
+    plain, balanced = model.loss(batch), model.loss(batch, species_balance=0.5)
+    # the per-atom cross-entropy, as the loss computes it (same seed, no noise: same logits)
+    logits = model.decoder.teacher_forced(model.encoder(species, model.hierarchy(batch)), model.hierarchy(batch))[1]
+    per_atom = torch.nn.functional.cross_entropy(logits, species, reduction="none")
+    share = torch.bincount(species, minlength=3).float() / species.numel()
+    weight = share[species].pow(-0.5)
+    torch.testing.assert_close(plain["species"], per_atom.mean())
+    torch.testing.assert_close(balanced["species"], (weight * per_atom).sum() / weight.sum())
+    assert not torch.allclose(balanced["species"], plain["species"])
+    assert all(torch.equal(plain[k], balanced[k]) for k in plain if k not in ("species", "loss"))
+
+
 def test_child_count_is_checked_at_construction():
     with pytest.raises(ValueError, match="unknown child_count='sum'; valid: 'integral': .*; 'peaks': "):
         Autoencoder(**dict(SMALL, child_count="sum"))
