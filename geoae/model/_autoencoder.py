@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from collections.abc import Sequence
 
@@ -147,6 +148,14 @@ class Autoencoder(torch.nn.Module):
         naming it and saying why."""
         if isinstance(structures, ase.Atoms):
             structures = [structures]
+        if isinstance(structures, Batch) and structures.num_graphs > 0:
+            # checked as a whole; only a batch that fails is taken apart to name the structure
+            counts = torch.bincount(structures.batch, minlength=structures.num_graphs)  # (B,)
+            known = torch.isin(structures.z, torch.tensor(self.species, device=structures.z.device)).all()
+            if bool(known) and int(counts.max()) <= self.max_atoms:
+                batch = copy.copy(structures).to(self.device)  # the caller's batch keeps its tensors
+                batch.pos = batch.pos.to(self.dtype)
+                return batch
         if isinstance(structures, Data):
             data_list = structures.to_data_list() if isinstance(structures, Batch) else [structures]
         else:

@@ -132,6 +132,9 @@ class NequIPConvolution(Convolution):
         the summed messages are divided by its square root.
     r_min : float
         length over which the ``l > 0`` harmonics fade in from zero.
+    chunk_size : int
+        edges evaluated at a time on a CPU (each chunk with all its targets' edges); on other
+        devices all edges at once. It changes nothing but the order of additions.
 
     Examples
     --------
@@ -156,9 +159,10 @@ class NequIPConvolution(Convolution):
         radial_layers: int = 2,
         avg_num_neighbors: float = 4.0,
         r_min: float = 0.1,
+        chunk_size: int = 2048,
     ) -> None:
         super().__init__()
-        self.r_min = float(r_min)
+        self.r_min, self.chunk_size = float(r_min), int(chunk_size)
         self.irreps_in = o3.Irreps(irreps_in)
         self.irreps_out = o3.Irreps(irreps_out)
         self.irreps_sh = o3.Irreps.spherical_harmonics(lmax)
@@ -218,7 +222,26 @@ class NequIPConvolution(Convolution):
         """See :meth:`Convolution.forward`: ``(num_src_nodes, irreps_in.dim)`` -> ``(num_nodes_out, irreps_out.dim)``."""
         if num_nodes_out is None:
             num_nodes_out = x.shape[0]
+        src, dst = edge_index[0], edge_index[1]  # (E,), (E,)
+        if len(dst) > 1 and bool((dst[1:] < dst[:-1]).any()):  # edges grouped by target (a radius graph's already are)
+            dst, order = torch.sort(dst, stable=True)
+            src, edge_vec = src[order], edge_vec[order]
+        features = self.scatter_tp.features(self.linear_in(x))  # by group: (num_src_nodes, channels, ir.dim)
+        # a few hundred edges and their targets at a time: the (targets, irreps_mid.dim) sums and
+        # the (edges, tp.weight_numel) radial weights stay in cache instead of going through memory
+        chunk = self.chunk_size if x.device.type == "cpu" else max(1, len(dst))
+        out = []
+        for edges, targets in _target_chunks(dst, num_nodes_out, chunk):
+            edge_sh, weights = self._edge_terms(edge_vec[edges])  # (n, irreps_sh.dim), (n, tp.weight_numel)
+            mid = self.scatter_tp.scatter(features, edge_sh, weights, src[edges], dst[edges] - targets.start, len(targets))
+            out.append(self.linear_out(mid))  # (targets, irreps_out.dim)
+        out = out[0] if len(out) == 1 else torch.cat(out)  # (num_nodes_out, irreps_out.dim)
+        # divided after the linear map (the same, on fewer numbers)
+        return out / math.sqrt(self.avg_num_neighbors)
 
+    def _edge_terms(self, edge_vec: torch.Tensor):
+        """The edges' spherical harmonics ``(E, irreps_sh.dim)`` (their ``l > 0`` part faded in
+        over ``[0, r_min]``) and radial weights ``(E, tp.weight_numel)`` from ``edge_vec (E, 3)``."""
         edge_length = torch.linalg.vector_norm(edge_vec, dim=-1)  # (E,)
         is_zero = edge_length == 0
         # harmonics of a harmless direction where the edge has no direction (faded out below)
@@ -227,10 +250,21 @@ class NequIPConvolution(Convolution):
         t = (edge_length / self.r_min).clamp(max=1.0)  # (E,)
         fade = t * t * (3 - 2 * t)  # smoothstep: 0 at r = 0, 1 from r_min on, (E,)
         edge_sh = edge_sh * (self._sh_scalar_mask + (1 - self._sh_scalar_mask) * fade[:, None])
+        return edge_sh, self.radial_mlp(self.radial(edge_length))  # the weights are invariant
 
-        weights = self.radial_mlp(self.radial(edge_length))  # (E, tp.weight_numel), invariant
 
-        h = self.linear_in(x)  # (num_src_nodes, irreps_in.dim)
-        out = self.scatter_tp(h, edge_sh, weights, edge_index, num_nodes_out)  # (num_nodes_out, irreps_mid.dim)
-        # divided after the linear map (the same, on fewer numbers)
-        return self.linear_out(out) / math.sqrt(self.avg_num_neighbors)  # (num_nodes_out, irreps_out.dim)
+def _target_chunks(dst: torch.Tensor, num_targets: int, size: int):
+    """Consecutive ``(edges, targets)`` slices and ranges covering all edges ``dst (E,)``
+    (sorted) and all ``num_targets`` targets, each holding about ``size`` edges and every
+    edge of its targets: a target's edges are never split.
+
+    >>> [(e.start, e.stop, t.start, t.stop) for e, t in _target_chunks(torch.tensor([0, 0, 1, 1, 2, 3]), 5, 2)]
+    [(0, 2, 0, 1), (2, 4, 1, 2), (4, 6, 2, 5)]
+    """
+    bounds = torch.cat([dst.new_zeros(1), dst[size::size], dst.new_full((1,), num_targets)]).unique_consecutive()
+    if bounds.numel() == 1:  # no targets
+        bounds = dst.new_zeros(2)
+    edge_bounds = torch.searchsorted(dst, bounds).tolist()
+    bounds = bounds.tolist()
+    for i in range(len(bounds) - 1):
+        yield slice(edge_bounds[i], edge_bounds[i + 1]), range(bounds[i], bounds[i + 1])

@@ -20,8 +20,12 @@ class ScatterTensorProduct(torch.nn.Module):
     irreps with the same kernel (the two parities of an ``l``) form one group. The edges go
     in chunks small enough for their messages to stay in cache: per chunk, one product
     ``y @ K`` gives every edge's kernel, and per group the sources' features are contracted
-    with it (``ir.dim`` multiply-adds), multiplied by the weights and added to their targets.
-    The sums are put in ``tp``'s output layout on the targets, not on the edges. It equals
+    with it (a batched matrix product, one ``(channels, ir.dim) @ (ir.dim, width)`` per
+    edge), multiplied by the weights and added to their targets. The sums are put in
+    ``tp``'s output layout on the targets, not on the edges. A caller that evaluates many
+    edges in parts (as :class:`~geoae.nn.NequIPConvolution` does, to keep its tensors in
+    cache) groups the features once with :meth:`features` and sums each part with
+    :meth:`scatter`. It equals
     ``tp`` followed by the sum up to round-off (terms are added in another order); on this
     project's QM9 model it is 5x faster than e3nn forward, 4x forward and backward. Where no
     gradient is asked for, a group whose features are exactly zero on every source is skipped
@@ -107,32 +111,42 @@ class ScatterTensorProduct(torch.nn.Module):
         return kernels, columns
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, edge_index: torch.Tensor, num_out: int) -> torch.Tensor:
-        src, dst = edge_index[0], edge_index[1]  # (E,), (E,)
-        kernel = self.kernel.to(x.dtype)  # (irreps_in2.dim, sum over groups of ir.dim * width)
+        return self.scatter(self.features(x), y, weight, edge_index[0], edge_index[1], num_out)
+
+    def features(self, x: torch.Tensor) -> list:
+        """The sources' features ``x (N_src, irreps_in1.dim)`` by group, channels stacked: one
+        ``(N_src, channels, ir.dim)`` tensor per group, or ``None`` for a group whose features
+        are all exactly zero where no gradient is asked for (it adds exactly nothing: e.g. the
+        ``l > 0`` features of an embedding of the species). Computed once for any number of
+        :meth:`scatter` calls over parts of the edges."""
         slices = self.irreps_in1.slices()
-        grouped = [  # each group's features, channels stacked: (N_src, channels, ir.dim)
-            torch.cat([x[:, slices[i]].reshape(len(x), self.irreps_in1[i].mul, dim) for i in members], dim=1)
-            for members, dim, _ in self.groups
-        ]
-        # a group whose features are all exactly zero adds exactly nothing: skipped where no
-        # gradient is asked for (e.g. the l > 0 features of an embedding of the species)
         needs_grad = torch.is_grad_enabled() and x.requires_grad
-        live = [g for g, features in enumerate(grouped) if needs_grad or bool(features.any())]
-        features = [grouped[g].index_select(0, src) for g in live]  # on the edges' sources: (E, channels, ir.dim) each
-        sums = [x.new_zeros(num_out, messages.stop - messages.start) for _, messages in self.columns]
+        grouped = []
+        for members, dim, _ in self.groups:
+            features = torch.cat([x[:, slices[i]].reshape(len(x), self.irreps_in1[i].mul, dim) for i in members], dim=1)
+            grouped.append(features if needs_grad or bool(features.any()) else None)
+        return grouped
+
+    def scatter(self, features: list, y: torch.Tensor, weight: torch.Tensor, src: torch.Tensor, dst: torch.Tensor, num_out: int) -> torch.Tensor:
+        """``forward`` from the grouped :meth:`features`, with edges ``src (E,)`` -> ``dst (E,)``
+        (indices into the sources and the ``num_out`` targets): ``(num_out, irreps_out.dim)``."""
+        kernel = self.kernel.to(y.dtype)  # (irreps_in2.dim, sum over groups of ir.dim * width)
+        live = [g for g, group in enumerate(features) if group is not None]
+        on_edges = [features[g].index_select(0, src) for g in live]  # on the edges' sources: (E, channels, ir.dim) each
+        sums = [y.new_zeros(num_out, messages.stop - messages.start) for _, messages in self.columns]
         # chunks of edges small enough for their messages to stay in cache; split (not sliced)
         # so that backward concatenates the chunks' gradients once
-        chunk = self.chunk_size if x.device.type == "cpu" else max(1, len(src))
-        chunks = zip(dst.split(chunk), y.split(chunk), weight.split(chunk), *(f.split(chunk) for f in features))
+        chunk = self.chunk_size if y.device.type == "cpu" else max(1, len(src))
+        chunks = zip(dst.split(chunk), y.split(chunk), weight.split(chunk), *(f.split(chunk) for f in on_edges))
         for dst_chunk, y_chunk, weight_chunk, *features_chunk in chunks:
             kernels = y_chunk @ kernel  # (n, sum over groups of ir.dim * width)
             n = kernels.shape[0]
             for g, xe in zip(live, features_chunk):
                 (_, dim, width), (kernel_columns, message_columns), total = self.groups[g], self.columns[g], sums[g]
-                k = kernels[:, kernel_columns].view(n, 1, dim, width)  # (n, 1, ir.dim, width)
-                messages = xe[:, :, 0, None] * k[:, :, 0]  # (n, channels, width)
-                for i in range(1, dim):
-                    messages = messages.addcmul(xe[:, :, i, None], k[:, :, i])
+                k = kernels[:, kernel_columns].view(n, dim, width)  # (n, ir.dim, width)
+                # (n, channels, width); a batched product of (channels, ir.dim) @ (ir.dim, width) is 2-3x
+                # faster than ir.dim multiply-adds, but much slower than one product for scalars
+                messages = torch.bmm(xe, k) if dim > 1 else xe * k
                 w = weight_chunk.index_select(1, self.weight_index[message_columns])  # (n, channels * width)
                 total.index_add_(0, dst_chunk, messages.view(n, total.shape[1]) * w)
         return torch.cat(sums, dim=1).index_select(1, self.out_order)  # (num_out, irreps_out.dim), tp's layout

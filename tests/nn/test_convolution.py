@@ -129,3 +129,21 @@ def test_no_edges():
     conv = make_conv()
     out = conv(torch.randn(3, conv.irreps_in.dim), torch.zeros(2, 0, dtype=torch.long), torch.zeros(0, 3))
     assert out.shape == (3, conv.irreps_out.dim) and out.abs().max() == 0
+
+
+def test_chunks_change_only_the_order_of_additions():
+    """Edges in any order, taken a few at a time with all the edges of their targets (targets
+    without edges among them), give the sums of all edges at once, and the same gradients."""
+    conv = make_conv(chunk_size=3).to(torch.float64)
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(9, conv.irreps_in.dim, generator=g, dtype=torch.float64, requires_grad=True)
+    edge_index = torch.stack([torch.randint(0, 9, (40,), generator=g), torch.randint(0, 6, (40,), generator=g) * 2])  # odd targets get nothing
+    edge_vec = torch.randn(40, 3, generator=g, dtype=torch.float64)
+    chunked = conv(x, edge_index, edge_vec, num_nodes_out=13)
+    conv.chunk_size = 10**6
+    whole = conv(x, edge_index, edge_vec, num_nodes_out=13)
+    torch.testing.assert_close(chunked, whole, rtol=0, atol=1e-12)
+    assert whole[1::2].abs().max() == 0 and whole[::2].abs().max() > 0
+    (grad_chunked,) = torch.autograd.grad(chunked.pow(2).sum(), x)
+    (grad_whole,) = torch.autograd.grad(whole.pow(2).sum(), x)
+    torch.testing.assert_close(grad_chunked, grad_whole, rtol=0, atol=1e-11)
