@@ -2,6 +2,8 @@
 (forward, backward and Adam; two batches), encoding and free-running decoding (peak finding
 included; with each child-count rule, the model's own first) of all the molecules, each at the batch sizes given, medians over repeats; then
 where the time goes (a per-stage split and, with ``--profile``, cProfile's top entries).
+Training runs last: what its autograd buffers leave in the allocator changes the timings of
+what runs after it in the process.
 
 Stages of one batch, timed separately: the pooling hierarchy (symmetric clustering, no
 parameters), the encoder network, and the decoder split into its networks and
@@ -122,45 +124,30 @@ def main() -> None:
 
     own_rule = model.decoder.child_count
     rules = [own_rule] + [rule for rule in CHILD_COUNTS if rule != own_rule]  # decoding with each rule, same weights
-    print("\n| batch | train mol/s | encode mol/s | " + " | ".join(f"decode mol/s ({rule})" for rule in rules) + " | peak memory MB |")
-    print("| --- " * (4 + len(rules)) + "|")
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-9)
+    n = len(molecules)
+
+    def encode(batches):
+        model.eval()
+        with torch.no_grad():
+            return [model.encode(batch) for batch in batches]
+
+    def decode(latents):
+        with torch.no_grad():
+            for latent in latents:
+                model.decode_tensors(latent)
+
+    # inference first, training last: what training's autograd buffers leave in the allocator
+    # changes the timings of whatever runs after it in the process
+    encode_rate, decode_rate = {}, {}
     for size in args.batch_sizes:
         data = batches(size)
-
-        train_data = data[:2]  # training steps are slow: two batches per repeat
-
-        def train(batches):
-            model.train()
-            for batch in batches:
-                optimizer.zero_grad()
-                model.loss(batch)["loss"].backward()
-                optimizer.step()
-
-        def encode(batches):
-            model.eval()
-            with torch.no_grad():
-                return [model.encode(batch) for batch in batches]
-
         latents = encode(data)
-
-        def decode(latents):
-            with torch.no_grad():
-                for latent in latents:
-                    model.decode_tensors(latent)
-
-        # training last: what its autograd buffers leave in the allocator slows later phases
-        encode_s = timed(lambda: encode(data), device, args.repeats, lambda: encode(data[:1]))
-        decode_s = {}
+        encode_rate[size] = n / timed(lambda: encode(data), device, args.repeats, lambda: encode(data[:1]))
+        decode_rate[size] = {}
         for rule in rules:
             model.decoder.child_count = rule
-            decode_s[rule] = timed(lambda: decode(latents), device, args.repeats, lambda: decode(latents[:1]))
+            decode_rate[size][rule] = n / timed(lambda: decode(latents), device, args.repeats, lambda: decode(latents[:1]))
         model.decoder.child_count = own_rule
-        trained = sum(b.num_graphs for b in train_data)
-        train_s = timed(lambda: train(train_data), device, args.repeats, lambda: train(train_data[:1]))
-        n = len(molecules)
-        decoding = " | ".join(f"{n / decode_s[rule]:.0f}" for rule in rules)
-        print(f"| {size} | {trained / train_s:.0f} | {n / encode_s:.0f} | {decoding} | {peak_memory_mb(device):.0f} |", flush=True)
 
     # where the time goes, at the largest batch size
     size = max(args.batch_sizes)
@@ -182,14 +169,34 @@ def main() -> None:
                 decode_times.append(time.perf_counter() - start)
             peak_times.append(stages.seconds["find_peaks"])
     decode_s, peaks_s = statistics.median(decode_times), statistics.median(peak_times)
-    n = len(molecules)
-    print(f"\nWhere the time goes, batch {size}, ms per molecule:")
-    print(f"- encode: hierarchy (clustering) {1e3 * hierarchy_s / n:.3f}, encoder network {1e3 * network_s / n:.3f}")
-    print(f"- decode: peak finding {1e3 * peaks_s / n:.3f}, the rest (networks, merging) {1e3 * (decode_s - peaks_s) / n:.3f}")
+    where = (
+        f"\nWhere the time goes, batch {size}, ms per molecule:\n"
+        f"- encode: hierarchy (clustering) {1e3 * hierarchy_s / n:.3f}, encoder network {1e3 * network_s / n:.3f}\n"
+        f"- decode: peak finding {1e3 * peaks_s / n:.3f}, the rest (networks, merging) {1e3 * (decode_s - peaks_s) / n:.3f}"
+    )
     with torch.no_grad():
         decoded = [model.decode_tensors(latent) for latent in latents]
     fraction = torch.cat([torch.bincount(d.batch, minlength=b.num_graphs) / torch.bincount(b.batch) for d, b in zip(decoded, data)])
-    print(f"- atoms decoded / input atoms ({model.decoder.child_count} rule): median {fraction.median():.2f}, mean {fraction.mean():.2f}")
+    where += f"\n- atoms decoded / input atoms ({model.decoder.child_count} rule): median {fraction.median():.2f}, mean {fraction.mean():.2f}"
+
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-9)
+
+    def train(batches):
+        model.train()
+        for batch in batches:
+            optimizer.zero_grad()
+            model.loss(batch)["loss"].backward()
+            optimizer.step()
+
+    print("\n| batch | train mol/s | encode mol/s | " + " | ".join(f"decode mol/s ({rule})" for rule in rules) + " | peak memory MB |")
+    print("| --- " * (4 + len(rules)) + "|")
+    for size in args.batch_sizes:
+        train_data = batches(size)[:2]  # training steps are slow: two batches per repeat
+        trained = sum(b.num_graphs for b in train_data)
+        train_rate = trained / timed(lambda: train(train_data), device, args.repeats, lambda: train(train_data[:1]))
+        decoding = " | ".join(f"{decode_rate[size][rule]:.0f}" for rule in rules)
+        print(f"| {size} | {train_rate:.0f} | {encode_rate[size]:.0f} | {decoding} | {peak_memory_mb(device):.0f} |", flush=True)
+    print(where)
 
     if args.profile:
         for name, fn in (
