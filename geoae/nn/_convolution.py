@@ -223,13 +223,14 @@ class NequIPConvolution(Convolution):
         if num_nodes_out is None:
             num_nodes_out = x.shape[0]
         src, dst = edge_index[0], edge_index[1]  # (E,), (E,)
-        if len(dst) > 1 and bool((dst[1:] < dst[:-1]).any()):  # edges grouped by target (a radius graph's already are)
+        # about chunk edges and all their targets' edges at a time: the (targets, irreps_mid.dim)
+        # sums and the (edges, tp.weight_numel) radial weights stay in cache instead of going
+        # through memory
+        chunk = self.chunk_size if x.device.type == "cpu" else max(1, len(dst))
+        if len(dst) > chunk and bool((dst[1:] < dst[:-1]).any()):  # edges grouped by target (a radius graph's already are)
             dst, order = torch.sort(dst, stable=True)
             src, edge_vec = src[order], edge_vec[order]
         features = self.scatter_tp.features(self.linear_in(x))  # by group: (num_src_nodes, channels, ir.dim)
-        # a few hundred edges and their targets at a time: the (targets, irreps_mid.dim) sums and
-        # the (edges, tp.weight_numel) radial weights stay in cache instead of going through memory
-        chunk = self.chunk_size if x.device.type == "cpu" else max(1, len(dst))
         out = []
         for edges, targets in _target_chunks(dst, num_nodes_out, chunk):
             edge_sh, weights = self._edge_terms(edge_vec[edges])  # (n, irreps_sh.dim), (n, tp.weight_numel)
@@ -255,15 +256,16 @@ class NequIPConvolution(Convolution):
 
 def _target_chunks(dst: torch.Tensor, num_targets: int, size: int):
     """Consecutive ``(edges, targets)`` slices and ranges covering all edges ``dst (E,)``
-    (sorted) and all ``num_targets`` targets, each holding about ``size`` edges and every
-    edge of its targets: a target's edges are never split.
+    (sorted, where there are more than ``size``) and all ``num_targets`` targets, each holding
+    about ``size`` edges and every edge of its targets: a target's edges are never split.
 
     >>> [(e.start, e.stop, t.start, t.stop) for e, t in _target_chunks(torch.tensor([0, 0, 1, 1, 2, 3]), 5, 2)]
     [(0, 2, 0, 1), (2, 4, 1, 2), (4, 6, 2, 5)]
     """
+    if len(dst) <= size:
+        yield slice(0, len(dst)), range(num_targets)
+        return
     bounds = torch.cat([dst.new_zeros(1), dst[size::size], dst.new_full((1,), num_targets)]).unique_consecutive()
-    if bounds.numel() == 1:  # no targets
-        bounds = dst.new_zeros(2)
     edge_bounds = torch.searchsorted(dst, bounds).tolist()
     bounds = bounds.tolist()
     for i in range(len(bounds) - 1):
