@@ -106,7 +106,7 @@ class NequIPConvolution(Convolution):
     spherical harmonic and each product irrep that appears in ``irreps_out`` (as in NequIP's
     ``InteractionBlock``); output irreps reached by no path are zero. It is defined by an e3nn
     `~e3nn.o3.TensorProduct` (``tp``, kept in checkpoints) and evaluated, with the sum over
-    edges, by :class:`~geoae.nn.ScatterTensorProduct` (the same up to round-off, 4-5x faster
+    edges, by :class:`~geoae.nn.ScatterTensorProduct` (the same up to round-off, 4-7x faster
     on a CPU).
 
     The ``l > 0`` harmonics fade in over ``[0, r_min]`` (a smoothstep of ``r / r_min``), so a

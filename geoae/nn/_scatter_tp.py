@@ -27,7 +27,8 @@ class ScatterTensorProduct(torch.nn.Module):
     cache) groups the features once with :meth:`features` and sums each part with
     :meth:`scatter`. It equals
     ``tp`` followed by the sum up to round-off (terms are added in another order); on this
-    project's QM9 model it is 5x faster than e3nn forward, 4x forward and backward. Where no
+    project's QM9 model it is 4-7x faster than e3nn forward, 4-5x forward and backward
+    (``benchmarks/tensor_product.py``, one thread). Where no
     gradient is asked for, a group whose features are exactly zero on every source is skipped
     (its messages are exactly zero): the first convolution of an encoder sees only the
     scalars of an embedding of the species, and runs 3x faster.
