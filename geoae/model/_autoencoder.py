@@ -148,32 +148,36 @@ class Autoencoder(torch.nn.Module):
         naming it and saying why."""
         if isinstance(structures, ase.Atoms):
             structures = [structures]
-        if isinstance(structures, Batch) and structures.num_graphs > 0:
-            # checked as a whole; only a batch that fails is taken apart to name the structure
-            counts = torch.bincount(structures.batch, minlength=structures.num_graphs)  # (B,)
-            known = torch.isin(structures.z, torch.tensor(self.species, device=structures.z.device)).all()
-            if bool(known) and int(counts.max()) <= self.max_atoms:
-                batch = copy.copy(structures).to(self.device)  # the caller's batch keeps its tensors
-                batch.pos = batch.pos.to(self.dtype)
-                return batch
-        if isinstance(structures, Data):
-            data_list = structures.to_data_list() if isinstance(structures, Batch) else [structures]
+        if isinstance(structures, Batch):
+            batch = copy.copy(structures)  # the caller's batch keeps its tensors
         else:
-            data_list = [
+            data_list = [structures] if isinstance(structures, Data) else [
                 s if isinstance(s, Data) else from_atoms(s, source=f"structure {i}", dtype=self.dtype) for i, s in enumerate(structures)
             ]
-        if not data_list:
+            batch = Batch.from_data_list(data_list) if data_list else None
+        if batch is None or batch.num_graphs == 0:
             raise ValueError("no structure to encode")
-        for i, data in enumerate(data_list):
-            name = getattr(data, "source", None) or f"structure {i}"
-            unknown = sorted(set(data.z.tolist()) - set(self.species))
-            if unknown:
-                raise ValueError(f"{name}: atomic numbers {unknown} are not among the model's species {self.species}")
-            if data.num_nodes > self.max_atoms:
-                raise ValueError(f"{name}: {data.num_nodes} atoms, more than the model's max_atoms={self.max_atoms}")
-        batch = Batch.from_data_list(data_list).to(self.device)
+        self._check(batch)
+        batch = batch.to(self.device)
         batch.pos = batch.pos.to(self.dtype)
         return batch
+
+    def _check(self, batch: Batch) -> None:
+        """Raise ``ValueError`` naming the first structure of ``batch`` that the model cannot
+        take (an element it was not trained on, or more than ``max_atoms`` atoms) and why."""
+        unknown = ~torch.isin(batch.z, torch.tensor(self.species, device=batch.z.device))  # (N,)
+        too_large = torch.bincount(batch.batch, minlength=batch.num_graphs) > self.max_atoms  # (B,)
+        failing = too_large | (torch.bincount(batch.batch[unknown], minlength=batch.num_graphs) > 0)  # (B,)
+        if not bool(failing.any()):
+            return
+        i = int(failing.nonzero()[0])
+        sources = getattr(batch, "source", None)
+        name = (sources[i] if sources is not None else None) or f"structure {i}"
+        z = batch.z[batch.batch == i]
+        unknown_z = sorted(set(z.tolist()) - set(self.species))
+        if unknown_z:
+            raise ValueError(f"{name}: atomic numbers {unknown_z} are not among the model's species {self.species}")
+        raise ValueError(f"{name}: {len(z)} atoms, more than the model's max_atoms={self.max_atoms}")
 
     def hierarchy(self, batch: Batch) -> Hierarchy:
         """The pooling hierarchy of a batch (no gradient), each structure first moved to its
