@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import io
+import platform
 import pstats
 import resource
 import statistics
@@ -41,6 +42,16 @@ def peak_memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10  # KiB on Linux
+
+
+def cpu_name() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux), so figures say which machine made them."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+    except OSError:
+        names = []
+    return f"{names[0]} x {len(names)}" if names else platform.processor() or platform.machine()
 
 
 def synchronize(device: torch.device) -> None:
@@ -115,7 +126,7 @@ def main() -> None:
     print(f"model {args.checkpoint}: {model.config}", flush=True)
     print(
         f"{len(molecules)} QM9 test molecules, {min(sizes)}-{max(sizes)} atoms (mean {statistics.mean(sizes):.1f}); "
-        f"device {device}, torch threads {torch.get_num_threads()}, {args.repeats} repeats (medians)",
+        f"device {device} (CPU {cpu_name()}), torch threads {torch.get_num_threads()}, {args.repeats} repeats (medians)",
         flush=True,
     )
 
