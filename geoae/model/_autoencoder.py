@@ -173,11 +173,11 @@ class Autoencoder(torch.nn.Module):
         i = int(failing.nonzero()[0])
         sources = getattr(batch, "source", None)
         name = (sources[i] if sources is not None else None) or f"structure {i}"
-        z = batch.z[batch.batch == i]
-        unknown_z = sorted(set(z.tolist()) - set(self.species))
-        if unknown_z:
+        in_structure = batch.batch == i  # (N,)
+        if bool((unknown & in_structure).any()):
+            unknown_z = batch.z[unknown & in_structure].unique().tolist()  # sorted
             raise ValueError(f"{name}: atomic numbers {unknown_z} are not among the model's species {self.species}")
-        raise ValueError(f"{name}: {len(z)} atoms, more than the model's max_atoms={self.max_atoms}")
+        raise ValueError(f"{name}: {int(in_structure.sum())} atoms, more than the model's max_atoms={self.max_atoms}")
 
     def hierarchy(self, batch: Batch) -> Hierarchy:
         """The pooling hierarchy of a batch (no gradient), each structure first moved to its
