@@ -14,6 +14,13 @@ from geoae.model import Autoencoder
 __all__ = ["free_running_level_errors", "level_errors"]
 
 
+def _error_figures(errors: torch.Tensor) -> dict:
+    """Median, 90th percentile and fraction under 0.1 of ``errors (n,)`` (``None`` if empty)."""
+    if len(errors) == 0:
+        return {"median": None, "q90": None, "under_0.1": None}
+    return {"median": float(errors.median()), "q90": float(errors.quantile(0.9)), "under_0.1": float((errors < 0.1).double().mean())}
+
+
 @torch.no_grad()
 def level_errors(model: Autoencoder, batches) -> dict:
     """Judge every unpooling level on its own: the decoder runs teacher forced (on the
@@ -31,16 +38,19 @@ def level_errors(model: Autoencoder, batches) -> dict:
     Returns:
         ``{"levels": [...], "species_accuracy", "species_recall", "structures_species_right"}``.
         Levels from the root down; each ``{"level", "parents", "right_count",
-        "child_error_median", "child_error_q90"}``: the number of parents, the fraction whose
-        predicted children number exactly their true children, and the distance (length
-        units of the data) from each true child offset to the nearest predicted one of the
-        same parent (parents with the right count). Species, on the true atoms: the fraction
+        "child_error_median", "child_error_q90", "child_error_under_0.1"}``: the number of
+        parents, the fraction whose predicted children number exactly their true children, and
+        the distance (length units of the data) from each true child offset to the nearest
+        predicted one of the same parent (parents with the right count): median, 90th
+        percentile and fraction under 0.1. The atoms' level (0) adds ``"child_error_by_species"``,
+        the same three figures per true atomic number (``{"6": {"atoms", "median", "q90",
+        "under_0.1"}, ...}``, species present only). Species, on the true atoms: the fraction
         predicted right, the same per true atomic number (``{"6": 0.99, ...}``, ``None`` for a
         species absent from the batches), and the fraction of structures with every atom's
         species right (a bound on the rate of right compositions, free running).
     """
     model.eval()
-    totals: dict[int, dict] = defaultdict(lambda: {"parents": 0, "right": 0, "errors": []})
+    totals: dict[int, dict] = defaultdict(lambda: {"parents": 0, "right": 0, "errors": [], "z": []})
     num_species = len(model.species)
     per_species = torch.zeros(num_species, 2, dtype=torch.long)  # per true species: atoms, atoms predicted right
     structures_right, structures = 0, 0
@@ -75,19 +85,19 @@ def level_errors(model: Autoencoder, batches) -> dict:
             total["right"] += int(right.sum())
             if distance.numel():
                 total["errors"].append(distance.min(dim=1).values)
+                total["z"].append(batch.z[judged] if p.level == 0 else batch.z.new_zeros(0))
     levels = []
     for level in sorted(totals, reverse=True):
         total = totals[level]
-        errors = torch.cat(total["errors"]).double() if total["errors"] else torch.zeros(0, dtype=torch.float64)
-        levels.append(
-            {
-                "level": level,
-                "parents": total["parents"],
-                "right_count": total["right"] / max(total["parents"], 1),
-                "child_error_median": float(errors.median()) if len(errors) else None,
-                "child_error_q90": float(errors.quantile(0.9)) if len(errors) else None,
+        errors = torch.cat(total["errors"]).double().cpu() if total["errors"] else torch.zeros(0, dtype=torch.float64)
+        entry = {"level": level, "parents": total["parents"], "right_count": total["right"] / max(total["parents"], 1)}
+        entry.update({f"child_error_{k}": v for k, v in _error_figures(errors).items()})
+        if level == 0:
+            z = torch.cat(total["z"]).cpu() if total["z"] else torch.zeros(0, dtype=torch.long)
+            entry["child_error_by_species"] = {
+                str(s): {"atoms": int((z == s).sum()), **_error_figures(errors[z == s])} for s in model.species if (z == s).any()
             }
-        )
+        levels.append(entry)
     recall = {str(z): (right / atoms if atoms else None) for z, (atoms, right) in zip(model.species, per_species.tolist())}
     return {
         "levels": levels,

@@ -143,7 +143,11 @@ def test_level_errors_of_perfect_predictions_are_zero(molecules, monkeypatch, si
     present = {str(z) for z in batch.z.tolist()}
     assert report["species_recall"] == {str(z): 1.0 if str(z) in present else None for z in model.species}
     assert [level["right_count"] for level in report["levels"]] == [1.0] * model.num_levels
-    assert all(level["child_error_q90"] < 1e-3 for level in report["levels"])
+    assert all(level["child_error_q90"] < 1e-3 and level["child_error_under_0.1"] == 1.0 for level in report["levels"])
+    by_species = report["levels"][-1]["child_error_by_species"]  # the atoms' level
+    atoms = model.hierarchy(batch).pos[0].shape[0]
+    assert set(by_species) == present and sum(figures["atoms"] for figures in by_species.values()) == atoms
+    assert all(figures["q90"] < 1e-3 and figures["under_0.1"] == 1.0 for figures in by_species.values())
     assert sum(level["parents"] for level in report["levels"]) == sum(len(p) for p in model.hierarchy(batch).pos[1:])
 
 
