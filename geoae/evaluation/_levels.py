@@ -85,7 +85,8 @@ def level_errors(model: Autoencoder, batches) -> dict:
             total["right"] += int(right.sum())
             if distance.numel():
                 total["errors"].append(distance.min(dim=1).values)
-                total["z"].append(batch.z[judged] if p.level == 0 else batch.z.new_zeros(0))
+                if p.level == 0:  # the atoms: keep each judged child's element
+                    total["z"].append(batch.z[judged])
     levels = []
     for level in sorted(totals, reverse=True):
         total = totals[level]
