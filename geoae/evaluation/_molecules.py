@@ -74,6 +74,7 @@ def reconstruct_molecules(
     bonds: bool = True,
     num_examples: int = 0,
     progress: bool = True,
+    refine_steps: int = 0,
 ) -> tuple[ReconstructionErrors, list[tuple[ase.Atoms, ase.Atoms]]]:
     """Decode every structure of ``data`` free-running from its latent alone
     (``decode(encode(x))``, batched, no gradient) and compare it with the input.
@@ -87,6 +88,7 @@ def reconstruct_molecules(
             :func:`geoae.metrics.compare_structures`).
         num_examples: how many of the first structures to return beside their decodings.
         progress: show a tqdm bar (structures).
+        refine_steps: refine each decoding with so many steps (:meth:`Autoencoder.refine`; 0: none).
 
     Returns:
         The records of all ``B`` structures, in order (:class:`geoae.metrics.ReconstructionErrors`),
@@ -98,7 +100,7 @@ def reconstruct_molecules(
     parts, examples = [], []
     with tqdm(total=_num_structures(data), unit="structure", desc="reconstructing", disable=not progress) as bar:
         for batch in _batches(model, data, batch_size):
-            decoded = model.decode_tensors(model.encode(batch))
+            decoded = model.decode_tensors(model.encode(batch), refine_steps=refine_steps)
             parts.append(
                 reconstruction_errors(decoded, batch, model._species_index[batch.z],
                                       atomic_numbers=model.species if bonds else None, rmsd_threshold=rmsd_threshold)
@@ -176,6 +178,7 @@ def evaluate_molecules(
     diagnose: int = 512,
     progress: bool = True,
     split: str = "test",
+    refine_steps: int = 0,
 ) -> dict:
     """Reconstruct every molecule of ``data`` (default: the ``split`` of ``datamodule``, a key
     of :data:`SPLITS`; choose models on ``"val"``) free-running and summarise: for each
@@ -192,7 +195,8 @@ def evaluate_molecules(
     (``count``, ``median``, ``mean``, ``q90``, ``q99``, ``max``) and ``by_size`` (the same
     per input atom count). With ``output_dir``, also writes :func:`write_molecule_report`'s
     files there (``num_examples`` molecules drawn beside their reconstructions). ``limit``:
-    only the first ``limit`` molecules of ``data`` or of the split (None: all). The first
+    only the first ``limit`` molecules of ``data`` or of the split (None: all).
+    ``refine_steps``: refine each decoding (:meth:`Autoencoder.refine`; 0: none). The first
     ``diagnose`` molecules are also decoded teacher forced, each level judged on its
     own (:func:`level_errors`, under ``"teacher_forced"``), and each level of their free-running
     decodings is compared with the encoder's hierarchy (:func:`free_running_level_errors`,
@@ -208,7 +212,7 @@ def evaluate_molecules(
         data = _first(data, limit)
     errors, examples = reconstruct_molecules(
         model, data, batch_size=batch_size, rmsd_threshold=rmsd_threshold, bonds=True,
-        num_examples=num_examples if output_dir is not None else 0, progress=progress,
+        num_examples=num_examples if output_dir is not None else 0, progress=progress, refine_steps=refine_steps,
     )
     summary = reconstruction_summary(errors)
     if diagnose:

@@ -48,7 +48,10 @@ class Decoded:
 
     ``levels[l]`` is ``(pos (N_l, 3), batch (N_l,))``, the points decoded at level ``l`` of the
     hierarchy (0: the atoms, the same as ``pos`` and ``batch``; the roots, at the origin, are
-    not included): what a free-running decoding made of each level.
+    not included): what a free-running decoding made of each level. ``parents[l]`` ``(N_l,)``
+    is each level-``l`` point's parent among the points of level ``l + 1`` (for the last
+    level, the roots: one per structure); a child merged from the children of several
+    parents keeps the first.
     """
 
     pos: torch.Tensor
@@ -56,6 +59,7 @@ class Decoded:
     batch: torch.Tensor
     num_structures: int
     levels: tuple[tuple[torch.Tensor, torch.Tensor], ...] = ()
+    parents: tuple[torch.Tensor, ...] = ()
 
 
 def merge_duplicates(pos: torch.Tensor, batch: torch.Tensor, radius: float) -> tuple[torch.Tensor, int]:
@@ -204,7 +208,7 @@ class Decoder(torch.nn.Module):
         h = self.unreadout(latent)  # (B, hidden)
         pos = latent.new_zeros(num_structures, 3)  # (B, 3)
         batch = torch.arange(num_structures, device=latent.device)  # (B,)
-        levels = []  # (pos, batch) of each level, from the top
+        levels, parents = [], []  # (pos, batch) of each level and each point's parent, from the top
         for level in reversed(range(self.num_levels)):
             h = self._convolve(self.convs[level], h, pos, batch)  # (M, hidden)
             parent, offset, score = self.read_children(BloomPrediction(level, *self.blooms[level](h)))  # (P,), (P, 3), (P,)
@@ -219,7 +223,8 @@ class Decoder(torch.nn.Module):
             key = torch.unique(parent * num_children + label)  # (E,): each parent -> child edge once, sorted
             edges = torch.stack([key // num_children, key % num_children])  # (2, E)
             h = self.combines[level](h, edges, pos[edges[0]] - children[edges[1]], num_out=num_children)
+            parents.append(scatter(edges[0], edges[1], dim=0, dim_size=num_children, reduce="min"))  # (C,)
             pos, batch = children, child_batch
             levels.append((pos, batch))
         h = self._convolve(self.convs[self.num_levels], h, pos, batch)
-        return Decoded(pos, self.species(h).argmax(dim=-1), batch, num_structures, tuple(reversed(levels)))
+        return Decoded(pos, self.species(h).argmax(dim=-1), batch, num_structures, tuple(reversed(levels)), tuple(reversed(parents)))

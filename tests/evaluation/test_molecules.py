@@ -60,7 +60,7 @@ def _fake_decoder(monkeypatch, model, shift=0.0):
         seen["batch"] = batch
         return torch.zeros(batch.num_graphs, model.latent_irreps.dim)
 
-    def decode_tensors(latent):
+    def decode_tensors(latent, refine_steps=0):
         batch = seen["batch"]
         mean = scatter(batch.pos, batch.batch, dim=0, reduce="mean")
         pos = batch.pos - mean[batch.batch] + torch.tensor([shift, 0.0, 0.0], dtype=batch.pos.dtype)

@@ -1,0 +1,159 @@
+"""Refinement of decoded positions through the encoder (geoae/model/_refine.py)."""
+
+import pytest
+import torch
+from torch_geometric.data import Batch
+
+from geoae.data import tetris
+from geoae.metrics import matched_rmsd
+from geoae.model import Autoencoder, Decoded, decoded_tree, load, refine_positions
+from tests.utils.equivariance import assert_equivariant_both_dtypes
+
+SMALL = dict(species=[6], max_atoms=4, lmax=2, mul=4, latent_lmax=2, latent_mul=4, signal_lmax=4)
+
+
+def true_decoding(model: Autoencoder, batch: Batch) -> Decoded:
+    """A "decoding" that is the encoder's own hierarchy of ``batch``: its atoms, levels and parents."""
+    h = model.hierarchy(batch)
+    levels = tuple((h.pos[level], h.batch[level]) for level in range(h.num_levels))
+    return Decoded(h.pos[0], model._species_index[batch.z], h.batch[0], batch.num_graphs, levels, tuple(h.parent))
+
+
+def test_decoded_tree_of_the_encoders_hierarchy_is_that_hierarchy():
+    model = Autoencoder(**SMALL)
+    batch = Batch.from_data_list(tetris(dtype=torch.float64))
+    h = model.hierarchy(batch)
+    parents, batches = decoded_tree(true_decoding(model, batch))
+    assert len(parents) == h.num_levels and len(batches) == h.num_levels + 1
+    for level in range(h.num_levels):
+        assert torch.equal(parents[level], h.parent[level])
+    for level in range(h.num_levels + 1):
+        assert torch.equal(batches[level], h.batch[level])
+
+
+def test_decoded_tree_drops_points_without_children():
+    """Two atoms under points 0 and 2 of level 1; point 1 (no child) goes, point 2 becomes 1."""
+    pos = torch.zeros(2, 3)
+    decoded = Decoded(
+        pos, torch.zeros(2, dtype=torch.long), torch.zeros(2, dtype=torch.long), 1,
+        levels=((pos, torch.zeros(2, dtype=torch.long)), (torch.zeros(3, 3), torch.zeros(3, dtype=torch.long))),
+        parents=(torch.tensor([0, 2]), torch.tensor([0, 0, 0])),
+    )
+    parents, batches = decoded_tree(decoded)
+    assert [p.tolist() for p in parents] == [[0, 1], [0, 0]]
+    assert [b.tolist() for b in batches] == [[0, 0], [0, 0], [0]]
+
+
+def test_free_running_decoding_records_each_points_parent():
+    model = load("tetris")
+    batch = model.as_batch(tetris())
+    with torch.no_grad():
+        decoded = model.decode_tensors(model.encode(batch))
+    assert len(decoded.parents) == model.num_levels
+    above = [len(pos) for pos, _ in decoded.levels[1:]] + [decoded.num_structures]
+    for level, parent in enumerate(decoded.parents):
+        assert parent.shape == decoded.levels[level][1].shape
+        assert int(parent.max()) < above[level]
+        # a child belongs to its parent's structure
+        parent_batch = decoded.levels[level + 1][1] if level + 1 < model.num_levels else torch.arange(decoded.num_structures)
+        assert torch.equal(parent_batch[parent], decoded.levels[level][1])
+
+
+def test_refining_the_true_structure_leaves_it_in_place():
+    """The true atoms map onto their own latent: zero gradient, no step."""
+    model = Autoencoder(**SMALL).double()
+    batch = Batch.from_data_list(tetris(dtype=torch.float64))
+    decoded = true_decoding(model, batch)
+    with torch.no_grad():
+        latent = model.encode(batch)
+    refined = refine_positions(model.encoder, decoded.species, latent, decoded, steps=20, lr=0.05)
+    torch.testing.assert_close(refined, decoded.pos, atol=1e-10, rtol=0)
+
+
+def test_refining_moves_perturbed_tetris_back_with_the_shipped_model():
+    """Atoms moved by 0.05 per coordinate come back much closer to the truth (the tree kept)."""
+    model = load("tetris").double()
+    batch = Batch.from_data_list(tetris(dtype=torch.float64))
+    truth = true_decoding(model, batch)
+    with torch.no_grad():
+        latent = model.encode(batch)
+    moved = Decoded(truth.pos + 0.05 * torch.randn(truth.pos.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64),
+                    truth.species, truth.batch, truth.num_structures, truth.levels, truth.parents)
+    refined = refine_positions(model.encoder, truth.species, latent, moved, steps=100, lr=0.02)
+    before = (moved.pos - truth.pos).pow(2).sum(1).mean().sqrt()
+    after = (refined - truth.pos).pow(2).sum(1).mean().sqrt()
+    assert after < 0.3 * before, (float(before), float(after))
+
+
+def test_refined_decoding_of_shipped_tetris_is_closer():
+    model = load("tetris")
+    structures = tetris()
+    batch = model.as_batch(structures)
+    with torch.no_grad():
+        latent = model.encode(batch)
+        plain, refined = model.decode(latent), model.decode(latent, refine_steps=50)
+    def rmsd(decoded):
+        return torch.tensor([
+            matched_rmsd(a.positions, a.numbers, (s.pos - s.pos.mean(0)).double().numpy(), s.z.numpy())
+            for a, s in zip(decoded, structures)
+        ])
+    assert rmsd(refined).median() < 0.5 * rmsd(plain).median(), (rmsd(plain), rmsd(refined))
+
+
+class _Refine(torch.nn.Module):
+    """``(latent, pos) -> refined pos`` on the tetris hierarchy's tree, for the equivariance check."""
+
+    def __init__(self):
+        super().__init__()
+        self.model = Autoencoder(**SMALL)
+        batch = Batch.from_data_list(tetris(dtype=torch.get_default_dtype()))
+        self.decoded = true_decoding(self.model, batch)
+
+    def forward(self, latent, pos):
+        decoded = Decoded(pos, self.decoded.species, self.decoded.batch, self.decoded.num_structures,
+                          self.decoded.levels, self.decoded.parents)
+        return refine_positions(self.model.encoder, decoded.species, latent, decoded, steps=10, lr=0.05)
+
+
+def test_refining_is_equivariant():
+    module = _Refine()
+    latent = torch.randn(module.decoded.num_structures, module.model.latent_irreps.dim)
+    pos = module.decoded.pos + 0.1 * torch.randn(module.decoded.pos.shape)
+    assert_equivariant_both_dtypes(
+        _Refine, [latent, pos], [module.model.latent_irreps, "1o"], "1o",
+        tolerances={torch.float64: 1e-9, torch.float32: 1e-3},
+    )
+
+
+def test_refining_is_per_structure_and_permutation_equivariant():
+    """Structures refine independently (batched equals one by one) and relabelling atoms
+    within the tree relabels the result."""
+    torch.manual_seed(0)
+    model = Autoencoder(**SMALL).double()
+    structures = tetris(dtype=torch.float64)
+    batch = Batch.from_data_list(structures)
+    truth = true_decoding(model, batch)
+    latent = torch.randn(batch.num_graphs, model.latent_irreps.dim, dtype=torch.float64)
+    together = refine_positions(model.encoder, truth.species, latent, truth, steps=10, lr=0.05)
+    for i, s in enumerate(structures):
+        one = Batch.from_data_list([s])
+        alone = refine_positions(model.encoder, truth.species[:4], latent[i : i + 1], true_decoding(model, one), steps=10, lr=0.05)
+        torch.testing.assert_close(alone, together[truth.batch == i], atol=1e-10, rtol=0)
+    perm = torch.randperm(len(truth.pos))
+    perm = perm[torch.argsort(truth.batch[perm], stable=True)]  # atoms stay sorted by structure
+    permuted = Decoded(truth.pos[perm], truth.species[perm], truth.batch[perm], truth.num_structures,
+                       ((truth.pos[perm], truth.batch[perm]),) + truth.levels[1:], (truth.parents[0][perm],) + truth.parents[1:])
+    moved = refine_positions(model.encoder, permuted.species, latent, permuted, steps=10, lr=0.05)
+    torch.testing.assert_close(moved, together[perm], atol=1e-10, rtol=0)
+
+
+@pytest.mark.parametrize("steps", [0, 3])
+def test_decode_tensors_refines_only_when_asked(steps):
+    model = load("tetris")
+    batch = model.as_batch(tetris()[:2])
+    with torch.no_grad():
+        latent = model.encode(batch)
+        plain, out = model.decode_tensors(latent), model.decode_tensors(latent, refine_steps=steps)
+    assert torch.equal(out.species, plain.species) and torch.equal(out.batch, plain.batch)
+    assert torch.equal(out.pos, plain.pos) == (steps == 0)
+    assert torch.equal(out.levels[0][0], out.pos)
