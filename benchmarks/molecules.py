@@ -7,11 +7,13 @@ what runs after it in the process.
 
 Stages of one batch, timed separately: the pooling hierarchy (symmetric clustering, no
 parameters), the encoder network, and the decoder split into its networks and
-peak finding (``geoae.sphere.find_peaks`` or ``find_counted_peaks``). Peak memory is the process's resident-set high-water mark (CPU) or
+peak finding (``geoae.sphere.find_peaks`` or ``find_counted_peaks``); with ``--refine-steps``,
+decoding refined through the encoder (``Autoencoder.refine``) beside plain decoding. Peak memory is the process's resident-set high-water mark (CPU) or
 ``torch.cuda.max_memory_allocated`` (GPU) after each phase.
 
     python benchmarks/molecules.py [--checkpoint qm9] [--batch-sizes 32 128 512] [--molecules 512]
                                    [--repeats 3] [--threads 1] [--device cpu] [--child-count RULE] [--profile]
+                                   [--refine-steps K]
 
 Bars (issue 5, this machine's CPU, shipped model): encoding >= 1,000 molecules/s, decoding >=
 200 molecules/s.
@@ -114,6 +116,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--child-count", default=None, help="child-count rule of the model (integral, peaks; default: its own): listed first, and timed by stage")
     parser.add_argument("--profile", action="store_true", help="cProfile of one decode and one training step")
+    parser.add_argument("--refine-steps", type=int, default=0, help="also time decoding refined with so many steps (Autoencoder.refine), one batch of the largest size")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -189,6 +192,16 @@ def main() -> None:
         decoded = [model.decode_tensors(latent) for latent in latents]
     fraction = torch.cat([torch.bincount(d.batch, minlength=b.num_graphs) / torch.bincount(b.batch) for d, b in zip(decoded, data)])
     where += f"\n- atoms decoded / input atoms ({model.decoder.child_count} rule): median {fraction.median():.2f}, mean {fraction.mean():.2f}"
+    if args.refine_steps:
+        latent, count = latents[0], latents[0].shape[0]
+        with torch.no_grad():
+            plain_s = timed(lambda: model.decode_tensors(latent), device, args.repeats)
+            refined_s = timed(lambda: model.decode_tensors(latent, refine_steps=args.refine_steps), device, args.repeats)
+        where += (
+            f"\n- refined decoding ({args.refine_steps} steps), {count} molecules: {count / refined_s:.1f} mol/s "
+            f"beside {count / plain_s:.0f} plain ({refined_s / plain_s:.0f}x the time; "
+            f"{1e3 * (refined_s - plain_s) / count / args.refine_steps:.3f} ms per molecule per step)"
+        )
 
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-9)
 

@@ -20,7 +20,7 @@ from geoae.sphere import integral_count, project
 from ._decoder import Decoded, Decoder
 from ._encoder import Encoder
 from ._hierarchy import Hierarchy, build_hierarchy, level_sizes, num_levels_for
-from ._refine import refine_positions, refined
+from ._refine import latent_residual, refine_positions, refined
 
 __all__ = ["Autoencoder"]
 
@@ -212,14 +212,18 @@ class Autoencoder(torch.nn.Module):
         """``decoded`` (from ``latent (B, latent_irreps.dim)``) with its atoms moved until the
         encoder, pooling them through the tree the decoding made, maps them onto ``latent``
         (:func:`geoae.model.refine_positions`: ``steps`` gradient steps, from ``lr`` length
-        units down to zero). Species and counts stay; the upper levels stay as decoded.
+        units down to zero). Species and counts stay; the upper levels stay as decoded. The
+        result's ``residual (B,)`` is each structure's remaining distance from the latent
+        (:func:`geoae.model.latent_residual`): near zero, the decoding is very likely right.
 
         The decoder places each level's children to within its precision (about 0.1 A per
         level on QM9), and the errors add up; the encoder, given the decoded tree, tells the
         true positions apart much more finely (the true structure maps onto ``latent``
         exactly). Costs about ``3 * steps`` encoder passes.
         """
-        return refined(decoded, refine_positions(self.encoder, decoded.species, latent, decoded, steps, lr))
+        pos = refine_positions(self.encoder, decoded.species, latent, decoded, steps, lr)
+        moved = refined(decoded, pos)
+        return refined(moved, pos, latent_residual(self.encoder, decoded.species, latent, moved))
 
     def decode(self, latent: torch.Tensor, refine_steps: int = 0) -> list[ase.Atoms]:
         """Structures decoded from ``latent (B, latent_irreps.dim)``, centred on their centroid

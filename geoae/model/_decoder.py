@@ -51,7 +51,8 @@ class Decoded:
     not included): what a free-running decoding made of each level. ``parents[l]`` ``(N_l,)``
     is each level-``l`` point's parent among the points of level ``l + 1`` (for the last
     level, the roots: one per structure); a child merged from the children of several
-    parents keeps the first.
+    parents keeps the first. ``residual`` ``(B,)``, set by :meth:`Autoencoder.refine`: each
+    structure's :func:`geoae.model.latent_residual` (zero for a right decoding).
     """
 
     pos: torch.Tensor
@@ -60,6 +61,7 @@ class Decoded:
     num_structures: int
     levels: tuple[tuple[torch.Tensor, torch.Tensor], ...] = ()
     parents: tuple[torch.Tensor, ...] = ()
+    residual: torch.Tensor | None = None
 
 
 def merge_duplicates(pos: torch.Tensor, batch: torch.Tensor, radius: float) -> tuple[torch.Tensor, int]:

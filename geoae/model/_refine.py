@@ -13,7 +13,7 @@ from ._decoder import Decoded
 from ._encoder import Encoder
 from ._hierarchy import Hierarchy
 
-__all__ = ["decoded_tree", "refine_positions", "refined"]
+__all__ = ["decoded_tree", "latent_residual", "refine_positions", "refined"]
 
 
 def decoded_tree(decoded: Decoded) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
@@ -37,6 +37,32 @@ def decoded_tree(decoded: Decoded) -> tuple[list[torch.Tensor], list[torch.Tenso
         batches.append(above[used])
         kept = used
     return parents, batches
+
+
+def _tree_hierarchy(pos: torch.Tensor, parents: list[torch.Tensor], batches: list[torch.Tensor]) -> Hierarchy:
+    """The hierarchy of atoms ``pos (N, 3)`` pooled through a fixed tree (:func:`decoded_tree`):
+    every point the weighted centroid of its children, differentiable in ``pos``."""
+    levels, weights = [pos], [pos.new_ones(pos.shape[0])]
+    for level, parent in enumerate(parents):
+        centre, weight = cluster_centroids(levels[-1], parent, len(batches[level + 1]), weights[-1])  # (N_{l+1}, 3)
+        levels.append(centre)
+        weights.append(weight)
+    return Hierarchy(levels, batches, weights, parents)
+
+
+def latent_residual(encoder: Encoder, species: torch.Tensor, latent: torch.Tensor, decoded: Decoded) -> torch.Tensor:
+    """``(B,)`` squared distance ``|encoder(atoms) - latent|**2`` of each structure of
+    ``decoded``, its atoms pooled through the tree the decoding made (:func:`decoded_tree`);
+    ``inf`` for a structure decoded to no atom. Zero for a right decoding: a check of a
+    decoding that needs no reference structure.
+    """
+    parents, batches = decoded_tree(decoded)
+    residual = latent.new_full((decoded.num_structures,), float("inf"))  # (B,)
+    if decoded.pos.shape[0]:
+        with torch.no_grad():
+            encoded = encoder(species, _tree_hierarchy(decoded.pos, parents, batches))  # (B', latent)
+        residual[batches[-1]] = (encoded - latent[batches[-1]]).pow(2).sum(dim=1)
+    return residual
 
 
 def refine_positions(encoder: Encoder, species: torch.Tensor, latent: torch.Tensor, decoded: Decoded, steps: int, lr: float) -> torch.Tensor:
@@ -64,12 +90,7 @@ def refine_positions(encoder: Encoder, species: torch.Tensor, latent: torch.Tens
     for step in range(1, steps + 1):
         with torch.enable_grad():
             pos.requires_grad_(True)
-            levels, weights = [pos], [pos.new_ones(pos.shape[0])]
-            for level, parent in enumerate(parents):
-                centre, weight = cluster_centroids(levels[-1], parent, len(batches[level + 1]), weights[-1])  # (N_{l+1}, 3)
-                levels.append(centre)
-                weights.append(weight)
-            loss = (encoder(species, Hierarchy(levels, batches, weights, parents)) - latent).pow(2).sum()
+            loss = (encoder(species, _tree_hierarchy(pos, parents, batches)) - latent).pow(2).sum()
             (grad,) = torch.autograd.grad(loss, pos)  # (N, 3)
         pos = pos.detach()
         moment.mul_(beta1).add_(grad, alpha=1 - beta1)
@@ -80,7 +101,7 @@ def refine_positions(encoder: Encoder, species: torch.Tensor, latent: torch.Tens
     return pos - scatter(pos, decoded.batch, dim=0, reduce="mean")[decoded.batch]
 
 
-def refined(decoded: Decoded, pos: torch.Tensor) -> Decoded:
-    """``decoded`` with its atoms at ``pos``; the upper levels stay as decoded."""
+def refined(decoded: Decoded, pos: torch.Tensor, residual: torch.Tensor | None = None) -> Decoded:
+    """``decoded`` with its atoms at ``pos`` (and its ``residual``); the upper levels stay as decoded."""
     levels = ((pos, decoded.batch),) + decoded.levels[1:] if decoded.levels else ()
-    return dataclasses.replace(decoded, pos=pos, levels=levels)
+    return dataclasses.replace(decoded, pos=pos, levels=levels, residual=residual)

@@ -1,12 +1,14 @@
 """Refinement of decoded positions through the encoder (geoae/model/_refine.py)."""
 
+import dataclasses
+
 import pytest
 import torch
 from torch_geometric.data import Batch
 
 from geoae.data import tetris
 from geoae.metrics import matched_rmsd
-from geoae.model import Autoencoder, Decoded, decoded_tree, load, refine_positions
+from geoae.model import Autoencoder, Decoded, decoded_tree, latent_residual, load, refine_positions
 from tests.utils.equivariance import assert_equivariant_both_dtypes
 
 SMALL = dict(species=[6], max_atoms=4, lmax=2, mul=4, latent_lmax=2, latent_mul=4, signal_lmax=4)
@@ -68,6 +70,7 @@ def test_refining_the_true_structure_leaves_it_in_place():
         latent = model.encode(batch)
     refined = refine_positions(model.encoder, decoded.species, latent, decoded, steps=20, lr=0.05)
     torch.testing.assert_close(refined, decoded.pos, atol=1e-10, rtol=0)
+    torch.testing.assert_close(latent_residual(model.encoder, decoded.species, latent, decoded), torch.zeros(8, dtype=torch.float64), atol=1e-20, rtol=0)
 
 
 def test_refining_moves_perturbed_tetris_back_with_the_shipped_model():
@@ -83,6 +86,20 @@ def test_refining_moves_perturbed_tetris_back_with_the_shipped_model():
     before = (moved.pos - truth.pos).pow(2).sum(1).mean().sqrt()
     after = (refined - truth.pos).pow(2).sum(1).mean().sqrt()
     assert after < 0.3 * before, (float(before), float(after))
+    residual_before = latent_residual(model.encoder, truth.species, latent, moved)
+    residual_after = latent_residual(model.encoder, truth.species, latent, dataclasses.replace(moved, pos=refined))
+    assert (residual_before > 0).all() and (residual_after < 0.1 * residual_before).all(), (residual_before, residual_after)
+
+
+def test_residual_is_infinite_for_a_structure_decoded_to_no_atom():
+    model = Autoencoder(**SMALL).double()
+    batch = Batch.from_data_list(tetris(dtype=torch.float64)[:1])
+    first = true_decoding(model, batch)
+    two = Decoded(first.pos, first.species, first.batch, 2, first.levels, first.parents)  # structure 1: no atom
+    with torch.no_grad():
+        latent = torch.cat([model.encode(batch), torch.zeros(1, model.latent_irreps.dim, dtype=torch.float64)])
+    residual = latent_residual(model.encoder, first.species, latent, two)
+    assert float(residual[0]) < 1e-20 and residual[1] == float("inf")
 
 
 def test_refined_decoding_of_shipped_tetris_is_closer():
@@ -157,3 +174,6 @@ def test_decode_tensors_refines_only_when_asked(steps):
     assert torch.equal(out.species, plain.species) and torch.equal(out.batch, plain.batch)
     assert torch.equal(out.pos, plain.pos) == (steps == 0)
     assert torch.equal(out.levels[0][0], out.pos)
+    assert (out.residual is None) == (steps == 0)
+    if steps:
+        assert out.residual.shape == (2,) and (out.residual >= 0).all()
