@@ -6,7 +6,7 @@ from ._checkpoint import CHECKPOINT_KEY, PRETRAINED, load, save
 from ._decoder import CHILD_COUNTS, BloomPrediction, Decoded, Decoder, merge_duplicates
 from ._encoder import Combine, Encoder
 from ._hierarchy import Hierarchy, build_hierarchy, num_levels_for
-from ._refine import decoded_tree, latent_residual, refine_positions
+from ._refine import decoded_tree, latent_residual, refine_decoding
 
 __all__ = [
     "Autoencoder",
@@ -27,6 +27,6 @@ __all__ = [
     "load",
     "merge_duplicates",
     "num_levels_for",
-    "refine_positions",
+    "refine_decoding",
     "save",
 ]

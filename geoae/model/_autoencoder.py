@@ -20,7 +20,7 @@ from geoae.sphere import integral_count, project
 from ._decoder import Decoded, Decoder
 from ._encoder import Encoder
 from ._hierarchy import Hierarchy, build_hierarchy, level_sizes, num_levels_for
-from ._refine import latent_residual, refine_positions, refined
+from ._refine import refine_decoding
 
 __all__ = ["Autoencoder"]
 
@@ -194,7 +194,7 @@ class Autoencoder(torch.nn.Module):
         batch = self.as_batch(structures)
         return self.encoder(self._species_index[batch.z], self.hierarchy(batch))
 
-    def decode_tensors(self, latent: torch.Tensor, refine_steps: int = 0, refine_lr: float = 0.02) -> Decoded:
+    def decode_tensors(self, latent: torch.Tensor, refine_steps: int = 0) -> Decoded:
         """Free-running decoding to tensors (positions, species indices, batch); with
         ``refine_steps > 0``, then :meth:`refine`."""
         if not isinstance(latent, torch.Tensor) or latent.dim() != 2 or latent.shape[1] != self.latent_irreps.dim:
@@ -206,24 +206,23 @@ class Autoencoder(torch.nn.Module):
             raise ValueError("latent holds NaN or infinite values")
         latent = latent.to(device=self.device, dtype=self.dtype)
         decoded = self.decoder(latent)
-        return self.refine(latent, decoded, refine_steps, refine_lr) if refine_steps > 0 else decoded
+        return self.refine(latent, decoded, refine_steps) if refine_steps > 0 else decoded
 
-    def refine(self, latent: torch.Tensor, decoded: Decoded, steps: int = 200, lr: float = 0.02) -> Decoded:
-        """``decoded`` (from ``latent (B, latent_irreps.dim)``) with its atoms moved until the
-        encoder, pooling them through the tree the decoding made, maps them onto ``latent``
-        (:func:`geoae.model.refine_positions`: ``steps`` gradient steps, from ``lr`` length
-        units down to zero). Species and counts stay; the upper levels stay as decoded. The
-        result's ``residual (B,)`` is each structure's remaining distance from the latent
+    def refine(self, latent: torch.Tensor, decoded: Decoded, steps: int = 200, lr: float = 0.02, species_lr: float = 0.1) -> Decoded:
+        """``decoded`` (from ``latent (B, latent_irreps.dim)``) with its atoms moved, and their
+        species relaxed, until the encoder, pooling them through the tree the decoding made,
+        maps them onto ``latent`` (:func:`geoae.model.refine_decoding`: ``steps`` gradient
+        steps, from ``lr`` length units and ``species_lr`` down to zero; ``species_lr=0``
+        keeps the decoded species). Counts and the upper levels stay as decoded. The result's
+        ``residual (B,)`` is each structure's remaining distance from the latent
         (:func:`geoae.model.latent_residual`): near zero, the decoding is very likely right.
 
         The decoder places each level's children to within its precision (about 0.1 A per
         level on QM9), and the errors add up; the encoder, given the decoded tree, tells the
-        true positions apart much more finely (the true structure maps onto ``latent``
-        exactly). Costs about ``3 * steps`` encoder passes.
+        true structure apart much more finely (it maps onto ``latent`` exactly). Costs about
+        ``3 * steps`` encoder passes.
         """
-        pos = refine_positions(self.encoder, decoded.species, latent, decoded, steps, lr)
-        moved = refined(decoded, pos)
-        return refined(moved, pos, latent_residual(self.encoder, decoded.species, latent, moved))
+        return refine_decoding(self.encoder, latent, decoded, steps, lr, species_lr)
 
     def decode(self, latent: torch.Tensor, refine_steps: int = 0) -> list[ase.Atoms]:
         """Structures decoded from ``latent (B, latent_irreps.dim)``, centred on their centroid

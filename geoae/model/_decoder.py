@@ -51,7 +51,9 @@ class Decoded:
     not included): what a free-running decoding made of each level. ``parents[l]`` ``(N_l,)``
     is each level-``l`` point's parent among the points of level ``l + 1`` (for the last
     level, the roots: one per structure); a child merged from the children of several
-    parents keeps the first. ``residual`` ``(B,)``, set by :meth:`Autoencoder.refine`: each
+    parents keeps the first. ``species_logits`` ``(N, num_species)``: the species head's
+    logits of each atom (``species`` is their argmax). ``residual`` ``(B,)``, set by
+    :meth:`Autoencoder.refine`: each
     structure's :func:`geoae.model.latent_residual` (zero for a right decoding).
     """
 
@@ -61,6 +63,7 @@ class Decoded:
     num_structures: int
     levels: tuple[tuple[torch.Tensor, torch.Tensor], ...] = ()
     parents: tuple[torch.Tensor, ...] = ()
+    species_logits: torch.Tensor | None = None
     residual: torch.Tensor | None = None
 
 
@@ -229,4 +232,5 @@ class Decoder(torch.nn.Module):
             pos, batch = children, child_batch
             levels.append((pos, batch))
         h = self._convolve(self.convs[self.num_levels], h, pos, batch)
-        return Decoded(pos, self.species(h).argmax(dim=-1), batch, num_structures, tuple(reversed(levels)), tuple(reversed(parents)))
+        logits = self.species(h)  # (N, num_species)
+        return Decoded(pos, logits.argmax(dim=-1), batch, num_structures, tuple(reversed(levels)), tuple(reversed(parents)), logits)

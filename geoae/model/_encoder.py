@@ -43,7 +43,8 @@ class Encoder(torch.nn.Module):
     are clustered by symmetric k-means. A learned bloom would get no gradient through the
     discrete clustering, so the hierarchy is geometric and the learning is in the features.
 
-    Shapes: ``forward(species (N,) long, hierarchy)`` returns ``(B, irreps_latent.dim)``.
+    Shapes: ``forward(species (N,) long or (N, num_species) float, hierarchy)`` returns
+    ``(B, irreps_latent.dim)``.
     """
 
     def __init__(self, num_species: int, irreps_hidden, irreps_latent, num_levels: int, convs_per_level: int, r_max: float, **conv_kwargs):
@@ -61,7 +62,13 @@ class Encoder(torch.nn.Module):
         self.readout = o3.Linear(self.irreps_hidden, self.irreps_latent)
 
     def forward(self, species: torch.Tensor, hierarchy: Hierarchy) -> torch.Tensor:
-        onehot = torch.nn.functional.one_hot(species, self.num_species).to(hierarchy.pos[0].dtype)  # (N, S)
+        """Latents ``(B, irreps_latent.dim)`` of the atoms of ``hierarchy``, their species
+        ``(N,)`` long (indices) or ``(N, num_species)`` float (weights of each species, e.g.
+        probabilities: the species' embeddings are mixed linearly)."""
+        if species.is_floating_point():
+            onehot = species.to(hierarchy.pos[0].dtype)  # (N, S)
+        else:
+            onehot = torch.nn.functional.one_hot(species, self.num_species).to(hierarchy.pos[0].dtype)  # (N, S)
         h = self.embed(onehot)  # (N_0, hidden)
         for level in range(hierarchy.num_levels):
             pos, batch = hierarchy.pos[level], hierarchy.batch[level]

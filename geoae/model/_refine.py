@@ -1,4 +1,4 @@
-"""Refinement of decoded positions: move the atoms until the encoder maps them onto the latent."""
+"""Refinement of a decoding: move its atoms (and relax their species) until the encoder maps them onto the latent."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from ._decoder import Decoded
 from ._encoder import Encoder
 from ._hierarchy import Hierarchy
 
-__all__ = ["decoded_tree", "latent_residual", "refine_positions", "refined"]
+__all__ = ["decoded_tree", "latent_residual", "refine_decoding"]
 
 
 def decoded_tree(decoded: Decoded) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
@@ -50,58 +50,83 @@ def _tree_hierarchy(pos: torch.Tensor, parents: list[torch.Tensor], batches: lis
     return Hierarchy(levels, batches, weights, parents)
 
 
-def latent_residual(encoder: Encoder, species: torch.Tensor, latent: torch.Tensor, decoded: Decoded) -> torch.Tensor:
+def latent_residual(encoder: Encoder, latent: torch.Tensor, decoded: Decoded) -> torch.Tensor:
     """``(B,)`` squared distance ``|encoder(atoms) - latent|**2`` of each structure of
-    ``decoded``, its atoms pooled through the tree the decoding made (:func:`decoded_tree`);
-    ``inf`` for a structure decoded to no atom. Zero for a right decoding: a check of a
-    decoding that needs no reference structure.
+    ``decoded`` (its positions and species), the atoms pooled through the tree the decoding
+    made (:func:`decoded_tree`); ``inf`` for a structure decoded to no atom. Zero for a right
+    decoding: a check of a decoding that needs no reference structure.
     """
     parents, batches = decoded_tree(decoded)
     residual = latent.new_full((decoded.num_structures,), float("inf"))  # (B,)
     if decoded.pos.shape[0]:
         with torch.no_grad():
-            encoded = encoder(species, _tree_hierarchy(decoded.pos, parents, batches))  # (B', latent)
+            encoded = encoder(decoded.species, _tree_hierarchy(decoded.pos, parents, batches))  # (B', latent)
         residual[batches[-1]] = (encoded - latent[batches[-1]]).pow(2).sum(dim=1)
     return residual
 
 
-def refine_positions(encoder: Encoder, species: torch.Tensor, latent: torch.Tensor, decoded: Decoded, steps: int, lr: float) -> torch.Tensor:
-    """Positions ``(N, 3)`` of ``decoded``'s atoms moved to minimise, for each structure,
+class _AtomAdam:
+    """Adam on per-atom tensors ``(N, C)`` with one second moment per atom (the squared norm of
+    its gradient): a step rotates, mirrors and permutes with the atoms, and structures do not
+    interact. The step size falls linearly from ``lr`` to zero over ``steps``."""
+
+    def __init__(self, value: torch.Tensor, lr: float, steps: int, betas: tuple[float, float] = (0.9, 0.999)):
+        self.value, self.lr, self.steps, self.betas, self.step_count = value, lr, steps, betas, 0
+        self.moment = torch.zeros_like(value)  # (N, C)
+        self.square = value.new_zeros(value.shape[0], 1)  # (N, 1)
+
+    @torch.no_grad()
+    def step(self, grad: torch.Tensor) -> torch.Tensor:
+        beta1, beta2 = self.betas
+        self.step_count += 1
+        self.moment.mul_(beta1).add_(grad, alpha=1 - beta1)
+        self.square.mul_(beta2).add_(grad.pow(2).sum(dim=1, keepdim=True), alpha=1 - beta2)
+        size = self.lr * (1 - (self.step_count - 1) / self.steps)
+        update = (self.moment / (1 - beta1**self.step_count)) / ((self.square / (1 - beta2**self.step_count)).sqrt() + 1e-12)
+        self.value = self.value - size * update
+        return self.value
+
+
+def refine_decoding(
+    encoder: Encoder, latent: torch.Tensor, decoded: Decoded, steps: int, lr: float, species_lr: float = 0.0
+) -> Decoded:
+    """``decoded`` with its atoms moved to minimise, for each structure,
     ``|encoder(atoms) - latent|**2``, the encoder pooling the atoms through the tree the
     decoding made (:func:`decoded_tree`); the true structure has zero loss.
 
-    ``steps`` steps of Adam with one second moment per atom (its gradient's squared norm, so
-    every step rotates, mirrors and permutes with the atoms, and structures do not interact),
-    the step size falling linearly from ``lr`` (length units) to zero. Each structure stays
-    centred on its centroid.
+    ``steps`` steps of Adam with one second moment per atom (so every step rotates, mirrors and
+    permutes with the atoms, and structures do not interact), the step size falling linearly
+    from ``lr`` (length units) to zero. With ``species_lr > 0`` and the decoding's
+    ``species_logits``, the species are relaxed too: the encoder reads ``softmax(logits)``
+    instead of a one-hot species, the logits (from the species head's) take the same kind of
+    steps from ``species_lr``, and each atom ends with its largest logit's species. Each
+    structure stays centred on its centroid; counts and the upper levels stay as decoded.
+    Returns the refined decoding with its :func:`latent_residual`.
 
     Args:
-        encoder: the autoencoder's encoder (its parameters are left without gradients).
-        species: ``(N,)`` the atoms' species indices; latent: ``(B, irreps_latent.dim)``.
+        encoder: the autoencoder's encoder (its parameters get no gradient).
+        latent: ``(B, irreps_latent.dim)``; decoded: its free-running decoding.
     """
+    if decoded.pos.shape[0] == 0:
+        return dataclasses.replace(decoded, residual=latent_residual(encoder, latent, decoded))
     parents, batches = decoded_tree(decoded)
-    pos = decoded.pos.detach().clone()  # (N, 3)
-    if pos.shape[0] == 0:
-        return pos
-    latent = latent.detach()[batches[-1]]  # (B', latent): structures decoded to no atom have no root
-    moment = torch.zeros_like(pos)  # (N, 3)
-    square = pos.new_zeros(pos.shape[0], 1)  # (N, 1)
-    beta1, beta2 = 0.9, 0.999
-    for step in range(1, steps + 1):
+    target = latent.detach()[batches[-1]]  # (B', latent): structures decoded to no atom have no root
+    relax = species_lr > 0 and decoded.species_logits is not None
+    pos = _AtomAdam(decoded.pos.detach(), lr, steps)  # (N, 3)
+    logits = _AtomAdam(decoded.species_logits.detach(), species_lr, steps) if relax else None  # (N, S)
+    for _ in range(steps):
         with torch.enable_grad():
-            pos.requires_grad_(True)
-            loss = (encoder(species, _tree_hierarchy(pos, parents, batches)) - latent).pow(2).sum()
-            (grad,) = torch.autograd.grad(loss, pos)  # (N, 3)
-        pos = pos.detach()
-        moment.mul_(beta1).add_(grad, alpha=1 - beta1)
-        square.mul_(beta2).add_(grad.pow(2).sum(dim=1, keepdim=True), alpha=1 - beta2)
-        step_size = lr * (1 - (step - 1) / steps)
-        update = (moment / (1 - beta1**step)) / ((square / (1 - beta2**step)).sqrt() + 1e-12)  # (N, 3)
-        pos = pos - step_size * update
-    return pos - scatter(pos, decoded.batch, dim=0, reduce="mean")[decoded.batch]
-
-
-def refined(decoded: Decoded, pos: torch.Tensor, residual: torch.Tensor | None = None) -> Decoded:
-    """``decoded`` with its atoms at ``pos`` (and its ``residual``); the upper levels stay as decoded."""
-    levels = ((pos, decoded.batch),) + decoded.levels[1:] if decoded.levels else ()
-    return dataclasses.replace(decoded, pos=pos, levels=levels, residual=residual)
+            x = pos.value.requires_grad_(True)
+            species = logits.value.requires_grad_(True).softmax(dim=-1) if relax else decoded.species  # (N, S) or (N,)
+            loss = (encoder(species, _tree_hierarchy(x, parents, batches)) - target).pow(2).sum()
+            grads = torch.autograd.grad(loss, [x, logits.value] if relax else [x])
+        pos.step(grads[0])
+        if relax:
+            logits.step(grads[1])
+    moved = pos.value
+    moved = moved - scatter(moved, decoded.batch, dim=0, reduce="mean")[decoded.batch]  # (N, 3)
+    levels = ((moved, decoded.batch),) + decoded.levels[1:] if decoded.levels else ()
+    out = dataclasses.replace(decoded, pos=moved, levels=levels)
+    if relax:
+        out = dataclasses.replace(out, species=logits.value.argmax(dim=-1), species_logits=logits.value)
+    return dataclasses.replace(out, residual=latent_residual(encoder, latent, out))

@@ -338,3 +338,15 @@ def test_shipped_qm9_round_trip_is_equivariant_as_point_sets(parity, dtype, tole
     assert sum(len(a) for a in first) > 64 * 10  # whole molecules decoded, not a trivial pass
     for i, a, b in zip(range(len(first)), first, second):
         assert matched_rmsd(a.positions, a.numbers, b.positions, b.numbers) < tolerance, f"test molecule {i}"
+
+
+def test_encoder_reads_species_as_indices_or_as_weights():
+    """One-hot weights give the indices' latent; mixed weights mix the species' embeddings."""
+    model = Autoencoder(**dict(SMALL, species=[1, 6], max_atoms=5)).double()
+    batch = model.as_batch([molecule("CH4")])
+    hierarchy, species = model.hierarchy(batch), model._species_index[batch.z]
+    onehot = torch.nn.functional.one_hot(species, 2).double()
+    with torch.no_grad():
+        torch.testing.assert_close(model.encoder(onehot, hierarchy), model.encoder(species, hierarchy), atol=1e-12, rtol=0)
+        mixed = model.encoder(0.5 * torch.ones(5, 2, dtype=torch.float64), hierarchy)
+    assert not torch.allclose(mixed, model.encoder(species, hierarchy))

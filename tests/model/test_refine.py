@@ -1,14 +1,15 @@
-"""Refinement of decoded positions through the encoder (geoae/model/_refine.py)."""
+"""Refinement of a decoding through the encoder (geoae/model/_refine.py)."""
 
 import dataclasses
 
 import pytest
 import torch
+from ase.build import molecule
 from torch_geometric.data import Batch
 
 from geoae.data import tetris
 from geoae.metrics import matched_rmsd
-from geoae.model import Autoencoder, Decoded, decoded_tree, latent_residual, load, refine_positions
+from geoae.model import Autoencoder, Decoded, decoded_tree, latent_residual, load, refine_decoding
 from tests.utils.equivariance import assert_equivariant_both_dtypes
 
 SMALL = dict(species=[6], max_atoms=4, lmax=2, mul=4, latent_lmax=2, latent_mul=4, signal_lmax=4)
@@ -68,9 +69,9 @@ def test_refining_the_true_structure_leaves_it_in_place():
     decoded = true_decoding(model, batch)
     with torch.no_grad():
         latent = model.encode(batch)
-    refined = refine_positions(model.encoder, decoded.species, latent, decoded, steps=20, lr=0.05)
-    torch.testing.assert_close(refined, decoded.pos, atol=1e-10, rtol=0)
-    torch.testing.assert_close(latent_residual(model.encoder, decoded.species, latent, decoded), torch.zeros(8, dtype=torch.float64), atol=1e-20, rtol=0)
+    refined = refine_decoding(model.encoder, latent, decoded, steps=20, lr=0.05)
+    torch.testing.assert_close(refined.pos, decoded.pos, atol=1e-10, rtol=0)
+    torch.testing.assert_close(refined.residual, torch.zeros(8, dtype=torch.float64), atol=1e-20, rtol=0)
 
 
 def test_refining_moves_perturbed_tetris_back_with_the_shipped_model():
@@ -82,12 +83,11 @@ def test_refining_moves_perturbed_tetris_back_with_the_shipped_model():
         latent = model.encode(batch)
     moved = Decoded(truth.pos + 0.05 * torch.randn(truth.pos.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64),
                     truth.species, truth.batch, truth.num_structures, truth.levels, truth.parents)
-    refined = refine_positions(model.encoder, truth.species, latent, moved, steps=100, lr=0.02)
+    refined = refine_decoding(model.encoder, latent, moved, steps=100, lr=0.02)
     before = (moved.pos - truth.pos).pow(2).sum(1).mean().sqrt()
-    after = (refined - truth.pos).pow(2).sum(1).mean().sqrt()
+    after = (refined.pos - truth.pos).pow(2).sum(1).mean().sqrt()
     assert after < 0.3 * before, (float(before), float(after))
-    residual_before = latent_residual(model.encoder, truth.species, latent, moved)
-    residual_after = latent_residual(model.encoder, truth.species, latent, dataclasses.replace(moved, pos=refined))
+    residual_before, residual_after = latent_residual(model.encoder, latent, moved), refined.residual
     assert (residual_before > 0).all() and (residual_after < 0.1 * residual_before).all(), (residual_before, residual_after)
 
 
@@ -98,7 +98,7 @@ def test_residual_is_infinite_for_a_structure_decoded_to_no_atom():
     two = Decoded(first.pos, first.species, first.batch, 2, first.levels, first.parents)  # structure 1: no atom
     with torch.no_grad():
         latent = torch.cat([model.encode(batch), torch.zeros(1, model.latent_irreps.dim, dtype=torch.float64)])
-    residual = latent_residual(model.encoder, first.species, latent, two)
+    residual = latent_residual(model.encoder, latent, two)
     assert float(residual[0]) < 1e-20 and residual[1] == float("inf")
 
 
@@ -118,26 +118,29 @@ def test_refined_decoding_of_shipped_tetris_is_closer():
 
 
 class _Refine(torch.nn.Module):
-    """``(latent, pos) -> refined pos`` on the tetris hierarchy's tree, for the equivariance check."""
+    """``(latent, pos, species logits) -> refined pos and logits`` on the tetris hierarchy's
+    tree, for the equivariance check (a model of two species, so the logits move)."""
 
     def __init__(self):
         super().__init__()
-        self.model = Autoencoder(**SMALL)
+        self.model = Autoencoder(**dict(SMALL, species=[6, 7]))
         batch = Batch.from_data_list(tetris(dtype=torch.get_default_dtype()))
         self.decoded = true_decoding(self.model, batch)
 
-    def forward(self, latent, pos):
+    def forward(self, latent, pos, logits):
         decoded = Decoded(pos, self.decoded.species, self.decoded.batch, self.decoded.num_structures,
-                          self.decoded.levels, self.decoded.parents)
-        return refine_positions(self.model.encoder, decoded.species, latent, decoded, steps=10, lr=0.05)
+                          self.decoded.levels, self.decoded.parents, species_logits=logits)
+        out = refine_decoding(self.model.encoder, latent, decoded, steps=10, lr=0.05, species_lr=0.1)
+        return out.pos, out.species_logits
 
 
 def test_refining_is_equivariant():
     module = _Refine()
     latent = torch.randn(module.decoded.num_structures, module.model.latent_irreps.dim)
     pos = module.decoded.pos + 0.1 * torch.randn(module.decoded.pos.shape)
+    logits = torch.randn(len(pos), 2)
     assert_equivariant_both_dtypes(
-        _Refine, [latent, pos], [module.model.latent_irreps, "1o"], "1o",
+        _Refine, [latent, pos, logits], [module.model.latent_irreps, "1o", "2x0e"], ["1o", "2x0e"],
         tolerances={torch.float64: 1e-9, torch.float32: 1e-3},
     )
 
@@ -151,16 +154,20 @@ def test_refining_is_per_structure_and_permutation_equivariant():
     batch = Batch.from_data_list(structures)
     truth = true_decoding(model, batch)
     latent = torch.randn(batch.num_graphs, model.latent_irreps.dim, dtype=torch.float64)
-    together = refine_positions(model.encoder, truth.species, latent, truth, steps=10, lr=0.05)
+    truth = Decoded(truth.pos, truth.species, truth.batch, truth.num_structures, truth.levels, truth.parents,
+                    species_logits=torch.randn(len(truth.pos), 1, dtype=torch.float64))
+    together = refine_decoding(model.encoder, latent, truth, steps=10, lr=0.05, species_lr=0.1).pos
     for i, s in enumerate(structures):
         one = Batch.from_data_list([s])
-        alone = refine_positions(model.encoder, truth.species[:4], latent[i : i + 1], true_decoding(model, one), steps=10, lr=0.05)
+        alone = refine_decoding(model.encoder, latent[i : i + 1], dataclasses.replace(
+            true_decoding(model, one), species_logits=truth.species_logits[truth.batch == i]), steps=10, lr=0.05, species_lr=0.1).pos
         torch.testing.assert_close(alone, together[truth.batch == i], atol=1e-10, rtol=0)
     perm = torch.randperm(len(truth.pos))
     perm = perm[torch.argsort(truth.batch[perm], stable=True)]  # atoms stay sorted by structure
     permuted = Decoded(truth.pos[perm], truth.species[perm], truth.batch[perm], truth.num_structures,
-                       ((truth.pos[perm], truth.batch[perm]),) + truth.levels[1:], (truth.parents[0][perm],) + truth.parents[1:])
-    moved = refine_positions(model.encoder, permuted.species, latent, permuted, steps=10, lr=0.05)
+                       ((truth.pos[perm], truth.batch[perm]),) + truth.levels[1:], (truth.parents[0][perm],) + truth.parents[1:],
+                       species_logits=truth.species_logits[perm])
+    moved = refine_decoding(model.encoder, latent, permuted, steps=10, lr=0.05, species_lr=0.1).pos
     torch.testing.assert_close(moved, together[perm], atol=1e-10, rtol=0)
 
 
@@ -177,3 +184,33 @@ def test_decode_tensors_refines_only_when_asked(steps):
     assert (out.residual is None) == (steps == 0)
     if steps:
         assert out.residual.shape == (2,) and (out.residual >= 0).all()
+
+
+@pytest.mark.parametrize("name", ["CH3OH", "CH3CN"])
+def test_relaxing_species_puts_right_a_wrong_species(name):
+    """A molecule's atoms in place but its heteroatom's species leaning wrong (logits favour
+    fluorine): relaxing the species with the shipped model gives every species back, and the
+    residual falls to near zero; keeping them (species_lr=0) leaves it wrong."""
+    model = load("qm9").double()
+    batch = model.as_batch([molecule(name)])
+    truth = true_decoding(model, batch)
+    with torch.no_grad():
+        latent = model.encode(batch)
+    hetero = int((batch.z > 6).nonzero()[0])
+    logits = 3.0 * torch.nn.functional.one_hot(truth.species, len(model.species)).double()
+    logits[hetero] = torch.tensor([0.0, 0.0, 1.0, 1.0, 2.0], dtype=torch.float64)[: len(model.species)]  # H C N O F: F first
+    wrong = dataclasses.replace(truth, species=logits.argmax(dim=-1), species_logits=logits)
+    kept = refine_decoding(model.encoder, latent, wrong, steps=100, lr=0.0, species_lr=0.0)
+    relaxed = refine_decoding(model.encoder, latent, wrong, steps=100, lr=0.0, species_lr=0.1)
+    assert not torch.equal(kept.species, truth.species)
+    assert torch.equal(relaxed.species, truth.species)
+    assert float(relaxed.residual[0]) < 0.01 * float(kept.residual[0]), (relaxed.residual, kept.residual)
+
+
+def test_refining_with_gradients_enabled_keeps_no_graph():
+    model = Autoencoder(**SMALL).double()
+    batch = Batch.from_data_list(tetris(dtype=torch.float64)[:2])
+    truth = true_decoding(model, batch)
+    latent = torch.randn(2, model.latent_irreps.dim, dtype=torch.float64)
+    out = refine_decoding(model.encoder, latent, truth, steps=3, lr=0.05)
+    assert not out.pos.requires_grad and out.pos.grad_fn is None and not out.residual.requires_grad
