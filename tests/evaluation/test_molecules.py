@@ -61,6 +61,7 @@ def _fake_decoder(monkeypatch, model, shift=0.0):
         return torch.zeros(batch.num_graphs, model.latent_irreps.dim)
 
     def decode_tensors(latent, refine_steps=0):
+        seen.setdefault("refine_steps", []).append(refine_steps)
         batch = seen["batch"]
         mean = scatter(batch.pos, batch.batch, dim=0, reduce="mean")
         pos = batch.pos - mean[batch.batch] + torch.tensor([shift, 0.0, 0.0], dtype=batch.pos.dtype)
@@ -69,6 +70,7 @@ def _fake_decoder(monkeypatch, model, shift=0.0):
 
     monkeypatch.setattr(model, "encode", encode)
     monkeypatch.setattr(model, "decode_tensors", decode_tensors)
+    return seen
 
 
 @pytest.mark.parametrize("wrap", ["atoms", "data", "loader", "datamodule"])
@@ -184,3 +186,9 @@ def test_level_errors_count_species_per_element_and_per_structure(molecules, mon
     atoms_z0 = int((batch.z == batch.z[0]).sum())
     assert report["species_recall"][z0] == (atoms_z0 - 1) / atoms_z0
     assert all(r == 1.0 for z, r in report["species_recall"].items() if z != z0 and r is not None)
+
+
+def test_refine_steps_reach_every_decoding(model, molecules, monkeypatch):
+    seen = _fake_decoder(monkeypatch, model)
+    evaluate_molecules(model, molecules, batch_size=2, progress=False, diagnose=0, refine_steps=7)
+    assert seen["refine_steps"] == [7, 7, 7]  # 5 molecules, batches of 2
