@@ -53,8 +53,8 @@ class Decoded:
     level, the roots: one per structure); a child merged from the children of several
     parents keeps the first. ``species_logits`` ``(N, num_species)``: the species head's
     logits of each atom (``species`` is their argmax). ``residual`` ``(B,)``, set by
-    :meth:`Autoencoder.refine`: each
-    structure's :func:`geoae.model.latent_residual` (zero for a right decoding).
+    :meth:`Autoencoder.refine`: each structure's :func:`geoae.model.latent_residual` (zero
+    for a right decoding).
     """
 
     pos: torch.Tensor
