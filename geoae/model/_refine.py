@@ -56,7 +56,11 @@ def latent_residual(encoder: Encoder, latent: torch.Tensor, decoded: Decoded) ->
     made (:func:`decoded_tree`); ``inf`` for a structure decoded to no atom. Zero for a right
     decoding: a check of a decoding that needs no reference structure.
     """
-    parents, batches = decoded_tree(decoded)
+    return _residual(encoder, latent, decoded, *decoded_tree(decoded))
+
+
+def _residual(encoder: Encoder, latent: torch.Tensor, decoded: Decoded, parents: list[torch.Tensor], batches: list[torch.Tensor]) -> torch.Tensor:
+    """:func:`latent_residual` with the decoding's tree already at hand."""
     residual = latent.new_full((decoded.num_structures,), float("inf"))  # (B,)
     if decoded.pos.shape[0]:
         with torch.no_grad():
@@ -123,10 +127,9 @@ def refine_decoding(
         pos.step(grads[0])
         if relax:
             logits.step(grads[1])
-    moved = pos.value
-    moved = moved - scatter(moved, decoded.batch, dim=0, reduce="mean")[decoded.batch]  # (N, 3)
+    moved = pos.value - scatter(pos.value, decoded.batch, dim=0, reduce="mean")[decoded.batch]  # (N, 3)
     levels = ((moved, decoded.batch),) + decoded.levels[1:] if decoded.levels else ()
     out = dataclasses.replace(decoded, pos=moved, levels=levels)
     if relax:
         out = dataclasses.replace(out, species=logits.value.argmax(dim=-1), species_logits=logits.value)
-    return dataclasses.replace(out, residual=latent_residual(encoder, latent, out))
+    return dataclasses.replace(out, residual=_residual(encoder, latent, out, parents, batches))
