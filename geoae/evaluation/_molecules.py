@@ -75,6 +75,7 @@ def reconstruct_molecules(
     num_examples: int = 0,
     progress: bool = True,
     refine_steps: int = 0,
+    candidates: int = 1,
 ) -> tuple[ReconstructionErrors, list[tuple[ase.Atoms, ase.Atoms]]]:
     """Decode every structure of ``data`` free-running from its latent alone
     (``decode(encode(x))``, batched, no gradient) and compare it with the input.
@@ -89,6 +90,8 @@ def reconstruct_molecules(
         num_examples: how many of the first structures to return beside their decodings.
         progress: show a tqdm bar (structures).
         refine_steps: refine each decoding with so many steps (:meth:`Autoencoder.refine`; 0: none).
+        candidates: with ``refine_steps``, refine so many decodings of each structure (atom
+            counts rounded other ways) and keep the smallest residual (:meth:`Autoencoder.decode_tensors`).
 
     Returns:
         The records of all ``B`` structures, in order (:class:`geoae.metrics.ReconstructionErrors`),
@@ -100,7 +103,7 @@ def reconstruct_molecules(
     parts, examples = [], []
     with tqdm(total=_num_structures(data), unit="structure", desc="reconstructing", disable=not progress) as bar:
         for batch in _batches(model, data, batch_size):
-            decoded = model.decode_tensors(model.encode(batch), refine_steps=refine_steps)
+            decoded = model.decode_tensors(model.encode(batch), refine_steps=refine_steps, candidates=candidates)
             parts.append(
                 reconstruction_errors(decoded, batch, model._species_index[batch.z],
                                       atomic_numbers=model.species if bonds else None, rmsd_threshold=rmsd_threshold)
@@ -179,6 +182,7 @@ def evaluate_molecules(
     progress: bool = True,
     split: str = "test",
     refine_steps: int = 0,
+    candidates: int = 1,
 ) -> dict:
     """Reconstruct every molecule of ``data`` (default: the ``split`` of ``datamodule``, a key
     of :data:`SPLITS`; choose models on ``"val"``) free-running and summarise: for each
@@ -196,7 +200,8 @@ def evaluate_molecules(
     per input atom count). With ``output_dir``, also writes :func:`write_molecule_report`'s
     files there (``num_examples`` molecules drawn beside their reconstructions). ``limit``:
     only the first ``limit`` molecules of ``data`` or of the split (None: all).
-    ``refine_steps``: refine each decoding (:meth:`Autoencoder.refine`; 0: none). The first
+    ``refine_steps``: refine each decoding (:meth:`Autoencoder.refine`; 0: none), choosing
+    among ``candidates`` decodings by residual (:meth:`Autoencoder.decode_tensors`). The first
     ``diagnose`` molecules are also decoded teacher forced, each level judged on its
     own (:func:`level_errors`, under ``"teacher_forced"``), and each level of their free-running
     decodings is compared with the encoder's hierarchy (:func:`free_running_level_errors`,
@@ -213,6 +218,7 @@ def evaluate_molecules(
     errors, examples = reconstruct_molecules(
         model, data, batch_size=batch_size, rmsd_threshold=rmsd_threshold, bonds=True,
         num_examples=num_examples if output_dir is not None else 0, progress=progress, refine_steps=refine_steps,
+        candidates=candidates,
     )
     summary = reconstruction_summary(errors)
     if diagnose:

@@ -3,10 +3,11 @@
 from ._autoencoder import Autoencoder
 from ._bloom import BloomHead, QuadraticLinear
 from ._checkpoint import CHECKPOINT_KEY, PRETRAINED, load, save
-from ._decoder import CHILD_COUNTS, BloomPrediction, Decoded, Decoder, merge_duplicates
+from ._decoder import CHILD_COUNTS, BloomPrediction, Decoded, Decoder, flipped_counts, merge_duplicates
 from ._encoder import Combine, Encoder
 from ._hierarchy import Hierarchy, build_hierarchy, num_levels_for
 from ._refine import decoded_tree, latent_residual, refine_decoding
+from ._select import select_structures
 
 __all__ = [
     "Autoencoder",
@@ -23,10 +24,12 @@ __all__ = [
     "QuadraticLinear",
     "build_hierarchy",
     "decoded_tree",
+    "flipped_counts",
     "latent_residual",
     "load",
     "merge_duplicates",
     "num_levels_for",
     "refine_decoding",
     "save",
+    "select_structures",
 ]

@@ -21,6 +21,7 @@ from ._decoder import Decoded, Decoder
 from ._encoder import Encoder
 from ._hierarchy import Hierarchy, build_hierarchy, level_sizes, num_levels_for
 from ._refine import refine_decoding
+from ._select import select_structures
 
 __all__ = ["Autoencoder"]
 
@@ -194,9 +195,21 @@ class Autoencoder(torch.nn.Module):
         batch = self.as_batch(structures)
         return self.encoder(self._species_index[batch.z], self.hierarchy(batch))
 
-    def decode_tensors(self, latent: torch.Tensor, refine_steps: int = 0) -> Decoded:
+    def decode_tensors(self, latent: torch.Tensor, refine_steps: int = 0, candidates: int = 1) -> Decoded:
         """Free-running decoding to tensors (positions, species indices, batch); with
-        ``refine_steps > 0``, then :meth:`refine`."""
+        ``refine_steps > 0``, then :meth:`refine`.
+
+        ``candidates > 1`` (with ``refine_steps``): decode each structure ``candidates``
+        ways, plainly and with its ``k``-th most uncertain atom count rounded the other way
+        (``k < candidates - 1``; :func:`geoae.model.flipped_counts`), refine every candidate
+        and keep, for each structure, the one with the smallest residual (the one the encoder
+        maps closest onto its latent). Costs ``candidates`` refinements.
+        """
+        if candidates < 1 or (candidates > 1 and refine_steps <= 0):
+            raise ValueError(
+                f"candidates must be 1, or more with refine_steps > 0 (the residual after refinement "
+                f"chooses among them); got candidates={candidates}, refine_steps={refine_steps}"
+            )
         if not isinstance(latent, torch.Tensor) or latent.dim() != 2 or latent.shape[1] != self.latent_irreps.dim:
             shape = tuple(latent.shape) if isinstance(latent, torch.Tensor) else type(latent).__name__
             raise ValueError(f"latent must have shape (B, {self.latent_irreps.dim}) ({self.latent_irreps}), got {shape}")
@@ -205,8 +218,12 @@ class Autoencoder(torch.nn.Module):
         if not torch.isfinite(latent).all():
             raise ValueError("latent holds NaN or infinite values")
         latent = latent.to(device=self.device, dtype=self.dtype)
-        decoded = self.decoder(latent)
-        return self.refine(latent, decoded, refine_steps) if refine_steps > 0 else decoded
+        if refine_steps <= 0:
+            return self.decoder(latent)
+        refined = [self.refine(latent, self.decoder(latent, flip), refine_steps) for flip in [None, *range(candidates - 1)]]
+        if len(refined) == 1:
+            return refined[0]
+        return select_structures(refined, torch.stack([r.residual for r in refined]).argmin(dim=0))
 
     def refine(self, latent: torch.Tensor, decoded: Decoded, steps: int = 200, lr: float = 0.02, species_lr: float = 0.1) -> Decoded:
         """``decoded`` (from ``latent (B, latent_irreps.dim)``) with its atoms moved, and their
@@ -224,20 +241,20 @@ class Autoencoder(torch.nn.Module):
         """
         return refine_decoding(self.encoder, latent, decoded, steps, lr, species_lr)
 
-    def decode(self, latent: torch.Tensor, refine_steps: int = 0) -> list[ase.Atoms]:
+    def decode(self, latent: torch.Tensor, refine_steps: int = 0, candidates: int = 1) -> list[ase.Atoms]:
         """Structures decoded from ``latent (B, latent_irreps.dim)``, centred on their centroid
-        (with ``refine_steps``, refined: :meth:`refine`)."""
+        (with ``refine_steps``, refined: :meth:`refine`; ``candidates``: :meth:`decode_tensors`)."""
         with torch.no_grad():
-            out = self.decode_tensors(latent, refine_steps)
+            out = self.decode_tensors(latent, refine_steps, candidates)
         pos, z = out.pos.double().cpu().numpy(), torch.tensor(self.species)[out.species.cpu()].numpy()
         batch = out.batch.cpu().numpy()
         return [ase.Atoms(numbers=z[batch == b], positions=pos[batch == b]) for b in range(out.num_structures)]
 
-    def reconstruct(self, structures: Structures, refine_steps: int = 0) -> list[ase.Atoms]:
-        """``decode(encode(structures), refine_steps)``, each moved back to its input's centroid."""
+    def reconstruct(self, structures: Structures, refine_steps: int = 0, candidates: int = 1) -> list[ase.Atoms]:
+        """``decode(encode(structures), refine_steps, candidates)``, each moved back to its input's centroid."""
         batch = self.as_batch(structures)
         with torch.no_grad():
-            decoded = self.decode(self.encode(batch), refine_steps)
+            decoded = self.decode(self.encode(batch), refine_steps, candidates)
         centroids = scatter(batch.pos, batch.batch, dim=0, reduce="mean").double().cpu().numpy()
         for atoms, centroid in zip(decoded, centroids):
             atoms.positions += centroid

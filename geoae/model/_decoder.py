@@ -9,13 +9,13 @@ from e3nn import o3
 from torch_geometric.utils import scatter
 
 from geoae.nn import GatedBlock, radius_graph
-from geoae.sphere import find_counted_peaks, find_peaks
+from geoae.sphere import find_counted_peaks, find_peaks, integral_count
 
 from ._bloom import BloomHead
 from ._encoder import Combine
 from ._hierarchy import Hierarchy
 
-__all__ = ["CHILD_COUNTS", "Decoder", "Decoded", "BloomPrediction"]
+__all__ = ["CHILD_COUNTS", "Decoder", "Decoded", "BloomPrediction", "flipped_counts"]
 
 #: How a decoder reads a point's number of children off its signal (``child_count``).
 CHILD_COUNTS = {
@@ -87,6 +87,22 @@ def merge_duplicates(pos: torch.Tensor, batch: torch.Tensor, radius: float) -> t
     return label, int(label.max()) + 1 if label.numel() else 0
 
 
+def _rank_within(score: torch.Tensor, batch: torch.Tensor, num_structures: int) -> torch.Tensor:
+    """Each entry's place ``(P,)`` among the entries of its structure (``batch`` (P,), any
+    order) by decreasing ``score`` (P,) (ties: the first first).
+
+    >>> _rank_within(torch.tensor([0.5, 2.0, 1.0, 3.0]), torch.tensor([0, 0, 0, 1]), 2)
+    tensor([2, 0, 1, 0])
+    """
+    counts = torch.bincount(batch, minlength=num_structures)  # (B,)
+    by_score = torch.sort(score, descending=True, stable=True).indices
+    by_structure = by_score[torch.sort(batch[by_score], stable=True).indices]  # structure, then score
+    starts = torch.cumsum(counts, 0) - counts
+    rank = torch.empty_like(by_structure)
+    rank[by_structure] = torch.arange(len(score), device=score.device) - starts[batch[by_structure]]
+    return rank
+
+
 def _strongest(score: torch.Tensor, batch: torch.Tensor, num_structures: int, cap: int) -> torch.Tensor:
     """Indices (sorted) of the points to keep: all of them, unless a structure has more than
     ``cap``; then only its ``cap`` highest ``score`` (P,) (``batch`` (P,) any order).
@@ -97,12 +113,23 @@ def _strongest(score: torch.Tensor, batch: torch.Tensor, num_structures: int, ca
     counts = torch.bincount(batch, minlength=num_structures)
     if counts.numel() == 0 or int(counts.max()) <= cap:
         return torch.arange(len(score), device=score.device)
-    by_score = torch.sort(score, descending=True, stable=True).indices
-    by_structure = by_score[torch.sort(batch[by_score], stable=True).indices]  # structure, then score
-    starts = torch.cumsum(counts, 0) - counts
-    rank = torch.empty_like(by_structure)
-    rank[by_structure] = torch.arange(len(score), device=score.device) - starts[batch[by_structure]]
-    return (rank < cap).nonzero().flatten()
+    return (_rank_within(score, batch, num_structures) < cap).nonzero().flatten()
+
+
+def flipped_counts(integral: torch.Tensor, batch: torch.Tensor, num_structures: int, flip: int) -> torch.Tensor:
+    """Child counts ``(M,)`` (long) of ``M`` points from their signals' integrals ``(M,)``
+    (:func:`geoae.sphere.integral_count`): rounded, except that in each structure (``batch``
+    (M,)) the ``flip``-th most uncertain point (0: the one whose integral is nearest half way
+    between two counts) is rounded the other way. An alternative decoding, for where the
+    rounding guessed wrong.
+
+    >>> flipped_counts(torch.tensor([1.1, 2.4, 0.8, 3.45]), torch.tensor([0, 0, 1, 1]), 2, flip=0)
+    tensor([1, 3, 1, 4])
+    """
+    rounded = integral.round()  # (M,)
+    rank = _rank_within((integral - rounded).abs(), batch, num_structures)  # (M,)
+    other = torch.where(integral > rounded, rounded + 1, rounded - 1)
+    return torch.where(rank == flip, other, rounded).clamp(min=0).long()
 
 
 class Decoder(torch.nn.Module):
@@ -168,14 +195,24 @@ class Decoder(torch.nn.Module):
             h = conv(h, edge_index, edge_vec)
         return h
 
-    def read_children(self, prediction: BloomPrediction) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def read_children(
+        self, prediction: BloomPrediction, batch: torch.Tensor | None = None, flip: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The children one level's prediction decodes to: the peaks of each parent's signal
         (as many as ``child_count`` says) and a centre child where its logit is positive.
+        With ``flip`` (``child_count="integral"`` only) and the parents' ``batch (M,)``, each
+        structure's ``flip``-th most uncertain count is rounded the other way
+        (:func:`flipped_counts`).
 
         Returns ``parent (P,)`` (index of each child's parent point), ``offset (P, 3)`` (from
         the parent) and ``score (P,)`` (peak amplitude; 1 for centre children).
         """
-        if self.child_count == "integral":
+        if flip is not None:
+            if self.child_count != "integral" or batch is None:
+                raise ValueError(f"flip needs child_count='integral' (got {self.child_count!r}) and the parents' batch")
+            counts = flipped_counts(integral_count(prediction.signal), batch, int(batch.max()) + 1 if batch.numel() else 0, flip)
+            peaks = find_counted_peaks(prediction.signal, counts)
+        elif self.child_count == "integral":
             peaks = find_counted_peaks(prediction.signal)
         else:
             peaks = find_peaks(prediction.signal)
@@ -203,11 +240,14 @@ class Decoder(torch.nn.Module):
         h = self._convolve(self.convs[self.num_levels], h, hierarchy.pos[0], hierarchy.batch[0])
         return predictions, self.species(h)
 
-    def forward(self, latent: torch.Tensor) -> Decoded:
+    def forward(self, latent: torch.Tensor, flip: int | None = None) -> Decoded:
         """Decode ``latent (B, irreps_latent.dim)`` from the latent alone (free running).
 
         Each structure's root sits at the origin, so decoded structures are centred on the
         centroid of their atoms (every point of the hierarchy is the centroid of its atoms).
+        ``flip``: an alternative decoding, each structure's ``flip``-th most uncertain atom
+        count (of one point of the level above the atoms) rounded the other way
+        (:func:`flipped_counts`; ``child_count="integral"`` only).
         """
         num_structures = latent.shape[0]
         h = self.unreadout(latent)  # (B, hidden)
@@ -216,7 +256,8 @@ class Decoder(torch.nn.Module):
         levels, parents = [], []  # (pos, batch) of each level and each point's parent, from the top
         for level in reversed(range(self.num_levels)):
             h = self._convolve(self.convs[level], h, pos, batch)  # (M, hidden)
-            parent, offset, score = self.read_children(BloomPrediction(level, *self.blooms[level](h)))  # (P,), (P, 3), (P,)
+            prediction = BloomPrediction(level, *self.blooms[level](h))
+            parent, offset, score = self.read_children(prediction, batch, flip if level == 0 else None)  # (P,), (P, 3), (P,)
             keep = _strongest(score, batch[parent], num_structures, 2 * self.max_points[level])
             parent, offset = parent[keep], offset[keep]
             order = torch.sort(batch[parent], stable=True).indices  # children sorted by structure

@@ -60,8 +60,9 @@ def _fake_decoder(monkeypatch, model, shift=0.0):
         seen["batch"] = batch
         return torch.zeros(batch.num_graphs, model.latent_irreps.dim)
 
-    def decode_tensors(latent, refine_steps=0):
+    def decode_tensors(latent, refine_steps=0, candidates=1):
         seen.setdefault("refine_steps", []).append(refine_steps)
+        seen.setdefault("candidates", []).append(candidates)
         batch = seen["batch"]
         mean = scatter(batch.pos, batch.batch, dim=0, reduce="mean")
         pos = batch.pos - mean[batch.batch] + torch.tensor([shift, 0.0, 0.0], dtype=batch.pos.dtype)
@@ -188,7 +189,8 @@ def test_level_errors_count_species_per_element_and_per_structure(molecules, mon
     assert all(r == 1.0 for z, r in report["species_recall"].items() if z != z0 and r is not None)
 
 
-def test_refine_steps_reach_every_decoding(model, molecules, monkeypatch):
+def test_refine_steps_and_candidates_reach_every_decoding(model, molecules, monkeypatch):
     seen = _fake_decoder(monkeypatch, model)
-    evaluate_molecules(model, molecules, batch_size=2, progress=False, diagnose=0, refine_steps=7)
+    evaluate_molecules(model, molecules, batch_size=2, progress=False, diagnose=0, refine_steps=7, candidates=3)
     assert seen["refine_steps"] == [7, 7, 7]  # 5 molecules, batches of 2
+    assert seen["candidates"] == [3, 3, 3]

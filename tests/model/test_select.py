@@ -1,0 +1,83 @@
+"""Choosing each structure among candidate decodings (geoae/model/_select.py)."""
+
+import dataclasses
+
+import pytest
+import torch
+from ase.build import molecule
+
+from geoae.model import Decoded, decoded_tree, latent_residual, load, select_structures
+
+MOLECULES = ["CH3OH", "CH3CN", "C6H6", "CH3COOH", "HCOOCH3", "CH3CH2OH"]
+
+
+@pytest.fixture(scope="module")
+def qm9_candidates():
+    """The shipped qm9 model's latents of a few molecules and two decodings: plain, and with
+    each molecule's most uncertain atom count rounded the other way."""
+    model = load("qm9")
+    with torch.no_grad():
+        latent = model.encode([molecule(name) for name in MOLECULES])
+        return model, latent, [model.decoder(latent), model.decoder(latent, flip=0)]
+
+
+def leaves(value) -> list:
+    """The tensors of a Decoded field, nested tuples flattened."""
+    return [leaf for item in value for leaf in leaves(item)] if isinstance(value, tuple) else [value]
+
+
+def structure(decoded: Decoded, b: int) -> tuple[torch.Tensor, torch.Tensor]:
+    mask = decoded.batch == b
+    return decoded.pos[mask], decoded.species[mask]
+
+
+@pytest.mark.parametrize("k", [0, 1])
+def test_choosing_one_candidate_everywhere_gives_it_back(qm9_candidates, k):
+    _, _, candidates = qm9_candidates
+    chosen = select_structures(candidates, torch.full((len(MOLECULES),), k))
+    for field in dataclasses.fields(Decoded):
+        a, b = leaves(getattr(chosen, field.name)), leaves(getattr(candidates[k], field.name))
+        assert len(a) == len(b), field.name
+        for x, y in zip(a, b):
+            assert torch.equal(x, y) if isinstance(x, torch.Tensor) else x == y, field.name
+
+
+def test_mixed_choice_takes_each_structure_and_its_tree_from_its_candidate(qm9_candidates):
+    model, latent, candidates = qm9_candidates
+    assert any(len(structure(candidates[0], b)[0]) != len(structure(candidates[1], b)[0]) for b in range(len(MOLECULES)))
+    choice = torch.tensor([0, 1, 1, 0, 1, 0])
+    chosen = select_structures(candidates, choice)
+    assert torch.equal(chosen.batch, torch.sort(chosen.batch).values)
+    for b, k in enumerate(choice.tolist()):
+        for x, y in zip(structure(chosen, b), structure(candidates[k], b)):
+            assert torch.equal(x, y)
+    # the parents were re-indexed right: the residual through each structure's tree is its candidate's
+    expected = torch.stack([latent_residual(model.encoder, latent, c) for c in candidates])[choice, torch.arange(len(MOLECULES))]
+    torch.testing.assert_close(latent_residual(model.encoder, latent, chosen), expected, atol=1e-6, rtol=1e-6)
+    parents, batches = decoded_tree(chosen)
+    for level in range(len(parents)):
+        assert torch.equal(batches[level + 1][parents[level]], batches[level])
+
+
+def test_choice_must_name_every_structure(qm9_candidates):
+    _, _, candidates = qm9_candidates
+    with pytest.raises(ValueError, match=r"choice must have shape \(6,\)"):
+        select_structures(candidates, torch.zeros(5, dtype=torch.long))
+
+
+def test_decoding_with_candidates_keeps_the_smallest_residual(qm9_candidates):
+    model, latent, _ = qm9_candidates
+    with torch.no_grad():
+        separately = [model.refine(latent, model.decoder(latent, flip), steps=5) for flip in (None, 0, 1)]
+        chosen = model.decode_tensors(latent, refine_steps=5, candidates=3)
+    smallest = torch.stack([r.residual for r in separately]).min(dim=0).values
+    torch.testing.assert_close(chosen.residual, smallest)
+    torch.testing.assert_close(latent_residual(model.encoder, latent, chosen), smallest, atol=1e-6, rtol=1e-6)
+    assert (smallest < separately[0].residual).any()  # a flipped count won somewhere: the choice is not trivial
+
+
+@pytest.mark.parametrize("candidates, steps", [(0, 5), (2, 0), (-1, 0)])
+def test_candidates_need_refinement(qm9_candidates, candidates, steps):
+    model, latent, _ = qm9_candidates
+    with pytest.raises(ValueError, match="candidates must be 1, or more with refine_steps > 0"):
+        model.decode_tensors(latent, refine_steps=steps, candidates=candidates)
