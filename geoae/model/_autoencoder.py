@@ -225,7 +225,7 @@ class Autoencoder(torch.nn.Module):
             return refined[0]
         return select_structures(refined, torch.stack([r.residual for r in refined]).argmin(dim=0))
 
-    def refine(self, latent: torch.Tensor, decoded: Decoded, steps: int = 200, lr: float = 0.02, species_lr: float = 0.1) -> Decoded:
+    def refine(self, latent: torch.Tensor, decoded: Decoded, steps: int = 200, lr: float = 0.05, species_lr: float = 0.1) -> Decoded:
         """``decoded`` (from ``latent (B, latent_irreps.dim)``) with its atoms moved, and their
         species relaxed, until the encoder, pooling them through the tree the decoding made,
         maps them onto ``latent`` (:func:`geoae.model.refine_decoding`: ``steps`` gradient
