@@ -87,14 +87,14 @@ def merge_duplicates(pos: torch.Tensor, batch: torch.Tensor, radius: float) -> t
     return label, int(label.max()) + 1 if label.numel() else 0
 
 
-def _rank_within(score: torch.Tensor, batch: torch.Tensor, num_structures: int) -> torch.Tensor:
+def _rank_within(score: torch.Tensor, batch: torch.Tensor) -> torch.Tensor:
     """Each entry's place ``(P,)`` among the entries of its structure (``batch`` (P,), any
     order) by decreasing ``score`` (P,) (ties: the first first).
 
-    >>> _rank_within(torch.tensor([0.5, 2.0, 1.0, 3.0]), torch.tensor([0, 0, 0, 1]), 2)
+    >>> _rank_within(torch.tensor([0.5, 2.0, 1.0, 3.0]), torch.tensor([0, 0, 0, 1]))
     tensor([2, 0, 1, 0])
     """
-    counts = torch.bincount(batch, minlength=num_structures)  # (B,)
+    counts = torch.bincount(batch)  # (B,)
     by_score = torch.sort(score, descending=True, stable=True).indices
     by_structure = by_score[torch.sort(batch[by_score], stable=True).indices]  # structure, then score
     starts = torch.cumsum(counts, 0) - counts
@@ -113,21 +113,21 @@ def _strongest(score: torch.Tensor, batch: torch.Tensor, num_structures: int, ca
     counts = torch.bincount(batch, minlength=num_structures)
     if counts.numel() == 0 or int(counts.max()) <= cap:
         return torch.arange(len(score), device=score.device)
-    return (_rank_within(score, batch, num_structures) < cap).nonzero().flatten()
+    return (_rank_within(score, batch) < cap).nonzero().flatten()
 
 
-def flipped_counts(integral: torch.Tensor, batch: torch.Tensor, num_structures: int, flip: int) -> torch.Tensor:
+def flipped_counts(integral: torch.Tensor, batch: torch.Tensor, flip: int) -> torch.Tensor:
     """Child counts ``(M,)`` (long) of ``M`` points from their signals' integrals ``(M,)``
     (:func:`geoae.sphere.integral_count`): rounded, except that in each structure (``batch``
     (M,)) the ``flip``-th most uncertain point (0: the one whose integral is nearest half way
     between two counts) is rounded the other way. An alternative decoding, for where the
     rounding guessed wrong.
 
-    >>> flipped_counts(torch.tensor([1.1, 2.4, 0.8, 3.45]), torch.tensor([0, 0, 1, 1]), 2, flip=0)
+    >>> flipped_counts(torch.tensor([1.1, 2.4, 0.8, 3.45]), torch.tensor([0, 0, 1, 1]), flip=0)
     tensor([1, 3, 1, 4])
     """
     rounded = integral.round()  # (M,)
-    rank = _rank_within((integral - rounded).abs(), batch, num_structures)  # (M,)
+    rank = _rank_within((integral - rounded).abs(), batch)  # (M,)
     other = torch.where(integral > rounded, rounded + 1, rounded - 1)
     return torch.where(rank == flip, other, rounded).clamp(min=0).long()
 
@@ -207,13 +207,11 @@ class Decoder(torch.nn.Module):
         Returns ``parent (P,)`` (index of each child's parent point), ``offset (P, 3)`` (from
         the parent) and ``score (P,)`` (peak amplitude; 1 for centre children).
         """
-        if flip is not None:
-            if self.child_count != "integral" or batch is None:
-                raise ValueError(f"flip needs child_count='integral' (got {self.child_count!r}) and the parents' batch")
-            counts = flipped_counts(integral_count(prediction.signal), batch, int(batch.max()) + 1 if batch.numel() else 0, flip)
+        if flip is not None and (self.child_count != "integral" or batch is None):
+            raise ValueError(f"flip needs child_count='integral' (got {self.child_count!r}) and the parents' batch")
+        if self.child_count == "integral":
+            counts = None if flip is None else flipped_counts(integral_count(prediction.signal), batch, flip)  # None: rounded
             peaks = find_counted_peaks(prediction.signal, counts)
-        elif self.child_count == "integral":
-            peaks = find_counted_peaks(prediction.signal)
         else:
             peaks = find_peaks(prediction.signal)
         centre = (prediction.centre_logit > 0).nonzero().flatten()  # (M_c,)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 
 from ._decoder import Decoded
@@ -9,8 +11,17 @@ from ._decoder import Decoded
 __all__ = ["select_structures"]
 
 
-def _gather(tensors: list[torch.Tensor], masks: list[torch.Tensor]) -> torch.Tensor:
-    return torch.cat([t[m] for t, m in zip(tensors, masks)])
+def _pick(batches: list[torch.Tensor], choice: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Of the candidates' points concatenated (``batches[k]`` (N_k,): candidate ``k``'s), the
+    ones of the chosen candidates, sorted by structure (``kept`` (N',)), and each point's index
+    in that order (``index`` (sum N_k,); -1: not kept)."""
+    batch = torch.cat(batches)  # (sum N_k,)
+    candidate = torch.cat([torch.full_like(b, k) for k, b in enumerate(batches)])  # (sum N_k,)
+    kept = (choice[batch] == candidate).nonzero().flatten()
+    kept = kept[torch.sort(batch[kept], stable=True).indices]  # (N',)
+    index = torch.full_like(batch, -1)
+    index[kept] = torch.arange(len(kept), device=batch.device)
+    return kept, index
 
 
 def select_structures(candidates: list[Decoded], choice: torch.Tensor) -> Decoded:
@@ -29,50 +40,27 @@ def select_structures(candidates: list[Decoded], choice: torch.Tensor) -> Decode
     num_structures = first.num_structures
     if choice.shape != (num_structures,):
         raise ValueError(f"choice must have shape ({num_structures},), got {tuple(choice.shape)}")
-    picked = [choice == k for k in range(len(candidates))]  # (B,) each
 
-    def kept(batch_of: list[torch.Tensor]) -> tuple[list[torch.Tensor], torch.Tensor, list[torch.Tensor]]:
-        """Each candidate's mask of kept points, the order sorting the kept ones by structure,
-        and each candidate's map from its points to their index in the result (-1: dropped)."""
-        masks = [p[batch] for p, batch in zip(picked, batch_of)]
-        order = torch.sort(_gather(batch_of, masks), stable=True).indices  # (N',)
-        new = torch.empty_like(order)
-        new[order] = torch.arange(len(order), device=order.device)
-        maps, start = [], 0
-        for mask in masks:
-            index = torch.full_like(mask, -1, dtype=torch.long)
-            index[mask] = new[start : start + int(mask.sum())]
-            maps.append(index)
-            start += int(mask.sum())
-        return masks, order, maps
+    def cat(field) -> torch.Tensor:
+        """The candidates' tensors ``field(candidate)``, one after another."""
+        return torch.cat([field(c) for c in candidates])
 
-    def take(tensors: list[torch.Tensor], masks: list[torch.Tensor], order: torch.Tensor) -> torch.Tensor:
-        return _gather(tensors, masks)[order]
-
-    num_levels = len(first.levels)
-    per_level = [kept([c.levels[l][1] for c in candidates]) for l in range(num_levels)]  # (masks, order, maps)
-    masks, order, _ = kept([c.batch for c in candidates])  # the atoms
-    levels = tuple(
-        (take([c.levels[l][0] for c in candidates], *per_level[l][:2]), take([c.levels[l][1] for c in candidates], *per_level[l][:2]))
-        for l in range(num_levels)
-    )
+    atoms, _ = _pick([c.batch for c in candidates], choice)  # (N',)
+    picks = [_pick([c.levels[l][1] for c in candidates], choice) for l in range(len(first.levels))]
+    levels = tuple((cat(lambda c: c.levels[l][0])[kept], cat(lambda c: c.levels[l][1])[kept]) for l, (kept, _) in enumerate(picks))
     parents = []
-    for l in range(len(first.parents)):
-        if l + 1 < num_levels:  # parents among the next level's points: re-indexed
-            remapped = [per_level[l + 1][2][k][c.parents[l]] for k, c in enumerate(candidates)]
+    for l, parent in enumerate(zip(*(c.parents for c in candidates))):  # level l's parents, per candidate
+        if l + 1 < len(picks):  # among the next level's points: shifted to the concatenation, then re-indexed
+            offsets = itertools.accumulate([0] + [len(c.levels[l + 1][1]) for c in candidates[:-1]])
+            parent = picks[l + 1][1][torch.cat([p + offset for p, offset in zip(parent, offsets)])]
         else:  # the roots: one per structure, unchanged
-            remapped = [c.parents[l] for c in candidates]
-        parents.append(take(remapped, *per_level[l][:2]))
-    logits = (
-        take([c.species_logits for c in candidates], masks, order)
-        if all(c.species_logits is not None for c in candidates) else None
-    )
+            parent = torch.cat(parent)
+        parents.append(parent[picks[l][0]])
+    logits = cat(lambda c: c.species_logits)[atoms] if all(c.species_logits is not None for c in candidates) else None
     residual = None
     if all(c.residual is not None for c in candidates):
         residual = torch.stack([c.residual for c in candidates])[choice, torch.arange(num_structures, device=choice.device)]
     return Decoded(
-        take([c.pos for c in candidates], masks, order),
-        take([c.species for c in candidates], masks, order),
-        take([c.batch for c in candidates], masks, order),
+        cat(lambda c: c.pos)[atoms], cat(lambda c: c.species)[atoms], cat(lambda c: c.batch)[atoms],
         num_structures, levels, tuple(parents), logits, residual,
     )

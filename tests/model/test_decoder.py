@@ -12,10 +12,10 @@ SMALL = dict(species=[6], max_atoms=4, lmax=2, mul=4, latent_lmax=2, latent_mul=
 def test_flipped_counts_round_one_point_per_structure_the_other_way():
     integral = torch.tensor([1.45, 0.9, 2.6, -0.2, 0.3])
     batch = torch.tensor([0, 0, 1, 2, 2])
-    assert flipped_counts(integral, batch, 3, flip=0).tolist() == [2, 1, 2, 0, 1]
+    assert flipped_counts(integral, batch, flip=0).tolist() == [2, 1, 2, 0, 1]
     # rank 1: structure 0's second most uncertain; structure 1 has no second point; -0.2 would go to -1: clamped
-    assert flipped_counts(integral, batch, 3, flip=1).tolist() == [1, 0, 3, 0, 0]
-    assert flipped_counts(integral, batch, 3, flip=5).tolist() == [1, 1, 3, 0, 0]
+    assert flipped_counts(integral, batch, flip=1).tolist() == [1, 0, 3, 0, 0]
+    assert flipped_counts(integral, batch, flip=5).tolist() == [1, 1, 3, 0, 0]
 
 
 def signals_with_integrals() -> torch.Tensor:
