@@ -11,7 +11,7 @@ into a JSON-serialisable dict of rates and RMSD quantiles, overall and by struct
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 import numpy as np
 import torch
@@ -122,7 +122,10 @@ class ReconstructionErrors:
     - ``rmsd_threshold``: the RMSD under which (inclusive) a structure can be exact;
     - bond fields, ``None`` when bonds were not compared (e.g. tetris, where they mean
       nothing): ``bonds_identical``, ``stable``, ``input_stable`` ``(B,)`` bool;
-      ``stable_atoms``, ``input_stable_atoms`` ``(B,)`` int64.
+      ``stable_atoms``, ``input_stable_atoms`` ``(B,)`` int64;
+    - ``residual``: ``(B,)`` float64, each decoding's own latent residual
+      (:func:`geoae.model.latent_residual`, set by refinement), a check that needs no input;
+      ``None`` for decodings that carry none.
     """
 
     right_atoms: torch.Tensor
@@ -137,6 +140,7 @@ class ReconstructionErrors:
     stable_atoms: torch.Tensor | None = None
     input_stable: torch.Tensor | None = None
     input_stable_atoms: torch.Tensor | None = None
+    residual: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.rmsd)
@@ -191,7 +195,8 @@ def reconstruction_errors(
     Args:
         decoded: :class:`geoae.model.Decoded` of the batch's latents (``pos (N', 3)``,
             ``species (N',)`` indices into the model's species, sorted ``batch (N',)``),
-            centred on the centroid.
+            centred on the centroid; its ``residual (B,)``, where refinement set one, is
+            carried into the records.
         batch: the input PyG batch (``pos (N, 3)``, sorted ``batch (N,)``, ``num_graphs`` B);
             it is centred on each structure's centroid (float64) before comparing.
         species: ``(N,)`` the input atoms' species indices.
@@ -220,14 +225,29 @@ def reconstruction_errors(
                 bonds=atomic_numbers is not None, rmsd_threshold=rmsd_threshold,
             )
         )
-    return ReconstructionErrors.from_records(records, rmsd_threshold)
+    errors = ReconstructionErrors.from_records(records, rmsd_threshold)
+    residual = getattr(decoded, "residual", None)
+    return errors if residual is None else replace(errors, residual=residual.detach().double().cpu())
 
 
 def _rate(flags: torch.Tensor) -> float | None:
     return float(flags.double().mean()) if len(flags) else None
 
 
-def _summary(errors: ReconstructionErrors) -> dict:
+def _residual_summary(errors: ReconstructionErrors, threshold: float) -> dict:
+    """How well ``residual <= threshold`` flags the exact reconstructions."""
+    below = errors.residual <= threshold  # (B,)
+    finite = errors.residual[torch.isfinite(errors.residual)].numpy()
+    return {
+        "threshold": threshold,
+        "median": float(np.median(finite)) if len(finite) else None,
+        "below_threshold": _rate(below),
+        "exact_if_below": _rate(errors.exact[below]),
+        "below_if_exact": _rate(below[errors.exact]),
+    }
+
+
+def _summary(errors: ReconstructionErrors, residual_threshold: float) -> dict:
     out = {"num_structures": len(errors)}
     for name in ("right_atoms", "right_composition", "bonds_identical", "exact", "stable", "input_stable"):
         if getattr(errors, name) is not None:
@@ -240,10 +260,12 @@ def _summary(errors: ReconstructionErrors) -> dict:
     stats = {"median": np.median, "mean": np.mean, "q90": lambda r: np.quantile(r, 0.9),
              "q99": lambda r: np.quantile(r, 0.99), "max": np.max}
     out["rmsd"] = {"count": len(rmsd), **{k: (float(f(rmsd)) if len(rmsd) else None) for k, f in stats.items()}}
+    if errors.residual is not None:
+        out["residual"] = _residual_summary(errors, residual_threshold)
     return out
 
 
-def reconstruction_summary(errors: ReconstructionErrors) -> dict:
+def reconstruction_summary(errors: ReconstructionErrors, residual_threshold: float = 0.05) -> dict:
     """JSON-serialisable summary of records, overall and by structure size.
 
     Keys: ``num_structures``, ``rmsd_threshold``; rates (fractions of structures, ``None``
@@ -251,7 +273,11 @@ def reconstruction_summary(errors: ReconstructionErrors) -> dict:
     ``bonds_identical``, ``stable``, ``input_stable`` (molecules whose atoms are all stable)
     and ``atom_stable``, ``input_atom_stable`` (fractions of all decoded / input atoms);
     ``rmsd``: ``count``, ``median``, ``mean``, ``q90``, ``q99``, ``max`` over the structures
-    with a finite RMSD (right composition); ``by_size``: the same (without ``by_size`` and
+    with a finite RMSD (right composition); with residuals (refined decodings), ``residual``:
+    ``threshold`` (``residual_threshold``), the ``median`` residual, the share of structures
+    ``below_threshold``, the share of those that are exact (``exact_if_below``) and of the
+    exact ones that are below (``below_if_exact``): how far the residual, which needs no
+    input, tells a right decoding; ``by_size``: the same (without ``by_size`` and
     ``rmsd_threshold``) for each input atom count, keyed by the count as a string, in
     increasing order.
 
@@ -260,7 +286,7 @@ def reconstruction_summary(errors: ReconstructionErrors) -> dict:
     >>> s["exact"], s["rmsd"]["max"], s["by_size"]["1"]["num_structures"]
     (0.5, 0.2, 2)
     """
-    out = {"rmsd_threshold": errors.rmsd_threshold, **_summary(errors)}
+    out = {"rmsd_threshold": errors.rmsd_threshold, **_summary(errors, residual_threshold)}
     sizes = torch.unique(errors.num_atoms).tolist()
-    out["by_size"] = {str(n): _summary(errors.select(errors.num_atoms == n)) for n in sizes}
+    out["by_size"] = {str(n): _summary(errors.select(errors.num_atoms == n), residual_threshold) for n in sizes}
     return out

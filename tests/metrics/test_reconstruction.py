@@ -1,6 +1,7 @@
 """Per-structure reconstruction records (count, composition, matched RMSD, bonds, exactness),
 their batched form and their summary."""
 
+import dataclasses
 import json
 import math
 
@@ -134,6 +135,11 @@ def test_batched_errors_centre_the_input_and_keep_each_structure_apart():
     assert not plain.has_bonds and plain.stable is None
     assert torch.equal(plain.rmsd, errors.rmsd) and plain.exact.tolist() == [True, False, True]
     assert not BOND_KEYS & set(reconstruction_summary(plain))
+    assert errors.residual is None and "residual" not in reconstruction_summary(errors)
+
+    residual = torch.tensor([0.001, 0.5, float("inf")])  # a refined decoding carries its residuals into the records
+    refined = reconstruction_errors(dataclasses.replace(decoded, residual=residual), batch, _species(batch.z))
+    assert refined.residual.dtype == torch.float64 and refined.residual.tolist() == pytest.approx(residual.tolist())
 
 
 def test_decoded_structure_with_no_atoms():
@@ -198,3 +204,19 @@ def test_cat_and_select_keep_every_field():
     assert len(chosen) == 4 and chosen.stable_atoms.tolist() == [3, 3, 3, 0] and chosen.rmsd_threshold == 0.1
     with pytest.raises(ValueError, match="no records"):
         ReconstructionErrors.cat([])
+
+
+def test_residual_summary_says_how_well_the_residual_flags_exact_reconstructions():
+    errors = ReconstructionErrors.from_records(_records(), rmsd_threshold=0.1)  # exact: 0, 1 and 4, 6, 8, 10
+    residual = torch.tensor([0.01, 0.2, 0.01, math.inf, 0.0, 0.03, 0.04, 0.5, 0.3, 0.02, 0.01, 0.9], dtype=torch.float64)
+    errors = dataclasses.replace(errors, residual=residual)
+    s = reconstruction_summary(errors, residual_threshold=0.05)
+    json.dumps(s, allow_nan=False)
+    below = residual <= 0.05  # 0, 2, 4, 5, 6, 9, 10: of them 0, 4, 6, 10 exact; exact 1 and 8 above
+    assert errors.exact.nonzero().flatten().tolist() == [0, 1, 4, 6, 8, 10] and int(below.sum()) == 7
+    assert s["residual"] == pytest.approx(dict(threshold=0.05, median=float(np.median(residual[:3].tolist() + residual[4:].tolist())),
+                                               below_threshold=7 / 12, exact_if_below=4 / 7, below_if_exact=4 / 6))
+    assert s["by_size"]["3"]["residual"]["below_threshold"] == 0.5 and s["by_size"]["3"]["residual"]["exact_if_below"] == 0.5
+    assert reconstruction_summary(errors, residual_threshold=1.0)["residual"]["below_if_exact"] == 1.0
+    whole = ReconstructionErrors.cat([errors.select(torch.arange(12) < 5), errors.select(torch.arange(12) >= 5)])
+    assert torch.equal(whole.residual, residual)
