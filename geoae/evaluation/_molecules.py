@@ -76,6 +76,7 @@ def reconstruct_molecules(
     progress: bool = True,
     refine_steps: int = 0,
     candidates: int = 1,
+    screen_steps: int = 50,
 ) -> tuple[ReconstructionErrors, list[tuple[ase.Atoms, ase.Atoms]]]:
     """Decode every structure of ``data`` free-running from its latent alone
     (``decode(encode(x))``, batched, no gradient) and compare it with the input.
@@ -90,8 +91,9 @@ def reconstruct_molecules(
         num_examples: how many of the first structures to return beside their decodings.
         progress: show a tqdm bar (structures).
         refine_steps: refine each decoding with so many steps (:meth:`Autoencoder.refine`; 0: none).
-        candidates: with ``refine_steps``, refine so many decodings of each structure (atom
-            counts rounded other ways) and keep the smallest residual (:meth:`Autoencoder.decode_tensors`).
+        candidates, screen_steps: with ``refine_steps``, refine so many decodings of each
+            structure (atom counts rounded other ways) ``screen_steps`` steps, and the one of
+            smallest residual fully (:meth:`Autoencoder.decode_tensors`).
 
     Returns:
         The records of all ``B`` structures, in order (:class:`geoae.metrics.ReconstructionErrors`),
@@ -103,7 +105,7 @@ def reconstruct_molecules(
     parts, examples = [], []
     with tqdm(total=_num_structures(data), unit="structure", desc="reconstructing", disable=not progress) as bar:
         for batch in _batches(model, data, batch_size):
-            decoded = model.decode_tensors(model.encode(batch), refine_steps=refine_steps, candidates=candidates)
+            decoded = model.decode_tensors(model.encode(batch), refine_steps, candidates, screen_steps)
             parts.append(
                 reconstruction_errors(decoded, batch, model._species_index[batch.z],
                                       atomic_numbers=model.species if bonds else None, rmsd_threshold=rmsd_threshold)
@@ -183,6 +185,8 @@ def evaluate_molecules(
     split: str = "test",
     refine_steps: int = 0,
     candidates: int = 1,
+    screen_steps: int = 50,
+    residual_threshold: float = 0.05,
 ) -> dict:
     """Reconstruct every molecule of ``data`` (default: the ``split`` of ``datamodule``, a key
     of :data:`SPLITS`; choose models on ``"val"``) free-running and summarise: for each
@@ -201,7 +205,10 @@ def evaluate_molecules(
     files there (``num_examples`` molecules drawn beside their reconstructions). ``limit``:
     only the first ``limit`` molecules of ``data`` or of the split (None: all).
     ``refine_steps``: refine each decoding (:meth:`Autoencoder.refine`; 0: none), choosing
-    among ``candidates`` decodings by residual (:meth:`Autoencoder.decode_tensors`). The first
+    among ``candidates`` decodings by residual after ``screen_steps`` steps
+    (:meth:`Autoencoder.decode_tensors`); refined
+    decodings carry their residuals into the records, and the summary says how well
+    ``residual <= residual_threshold`` flags the exact ones (under ``"residual"``). The first
     ``diagnose`` molecules are also decoded teacher forced, each level judged on its
     own (:func:`level_errors`, under ``"teacher_forced"``), and each level of their free-running
     decodings is compared with the encoder's hierarchy (:func:`free_running_level_errors`,
@@ -218,9 +225,9 @@ def evaluate_molecules(
     errors, examples = reconstruct_molecules(
         model, data, batch_size=batch_size, rmsd_threshold=rmsd_threshold, bonds=True,
         num_examples=num_examples if output_dir is not None else 0, progress=progress, refine_steps=refine_steps,
-        candidates=candidates,
+        candidates=candidates, screen_steps=screen_steps,
     )
-    summary = reconstruction_summary(errors)
+    summary = reconstruction_summary(errors, residual_threshold)
     if diagnose:
         summary["teacher_forced"] = level_errors(model, _batches(model, _first(data, diagnose), batch_size))
         summary["free_running"] = free_running_level_errors(model, _batches(model, _first(data, diagnose), batch_size))

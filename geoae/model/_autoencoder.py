@@ -195,21 +195,25 @@ class Autoencoder(torch.nn.Module):
         batch = self.as_batch(structures)
         return self.encoder(self._species_index[batch.z], self.hierarchy(batch))
 
-    def decode_tensors(self, latent: torch.Tensor, refine_steps: int = 0, candidates: int = 1) -> Decoded:
+    def decode_tensors(self, latent: torch.Tensor, refine_steps: int = 0, candidates: int = 1, screen_steps: int = 50) -> Decoded:
         """Free-running decoding to tensors (positions, species indices, batch); with
         ``refine_steps > 0``, then :meth:`refine`.
 
         ``candidates > 1`` (with ``refine_steps``): decode each structure ``candidates``
         ways, plainly and with its ``k``-th most uncertain atom count rounded the other way
         (``k < candidates - 1``; :func:`geoae.model.flipped_counts`), refine every candidate
-        and keep, for each structure, the one with the smallest residual (the one the encoder
-        maps closest onto its latent). Costs ``candidates`` refinements.
+        ``screen_steps`` steps, and refine, for each structure, the candidate with the smallest
+        residual then (the one the encoder maps closest onto its latent) ``refine_steps`` steps
+        from its decoding. ``screen_steps >= refine_steps`` refines every candidate fully and
+        keeps the smallest residual. Costs ``candidates * screen_steps + refine_steps`` steps.
         """
         if candidates < 1 or (candidates > 1 and refine_steps <= 0):
             raise ValueError(
                 f"candidates must be 1, or more with refine_steps > 0 (the residual after refinement "
                 f"chooses among them); got candidates={candidates}, refine_steps={refine_steps}"
             )
+        if candidates > 1 and screen_steps < 1:
+            raise ValueError(f"screen_steps must be at least 1 to choose among candidates, got {screen_steps}")
         if not isinstance(latent, torch.Tensor) or latent.dim() != 2 or latent.shape[1] != self.latent_irreps.dim:
             shape = tuple(latent.shape) if isinstance(latent, torch.Tensor) else type(latent).__name__
             raise ValueError(f"latent must have shape (B, {self.latent_irreps.dim}) ({self.latent_irreps}), got {shape}")
@@ -218,12 +222,18 @@ class Autoencoder(torch.nn.Module):
         if not torch.isfinite(latent).all():
             raise ValueError("latent holds NaN or infinite values")
         latent = latent.to(device=self.device, dtype=self.dtype)
+        decoded = self.decoder(latent)
         if refine_steps <= 0:
-            return self.decoder(latent)
-        refined = [self.refine(latent, self.decoder(latent, flip), refine_steps) for flip in [None, *range(candidates - 1)]]
-        if len(refined) == 1:
-            return refined[0]
-        return select_structures(refined, torch.stack([r.residual for r in refined]).argmin(dim=0))
+            return decoded
+        if candidates > 1:
+            decodings = [decoded] + [self.decoder(latent, flip) for flip in range(candidates - 1)]
+            steps = min(screen_steps, refine_steps)
+            screened = [self.refine(latent, d, steps) for d in decodings]
+            choice = torch.stack([s.residual for s in screened]).argmin(dim=0)  # (B,)
+            if steps == refine_steps:
+                return select_structures(screened, choice)
+            decoded = select_structures(decodings, choice)
+        return self.refine(latent, decoded, refine_steps)
 
     def refine(self, latent: torch.Tensor, decoded: Decoded, steps: int = 200, lr: float = 0.05, species_lr: float = 0.1) -> Decoded:
         """``decoded`` (from ``latent (B, latent_irreps.dim)``) with its atoms moved, and their
@@ -241,20 +251,24 @@ class Autoencoder(torch.nn.Module):
         """
         return refine_decoding(self.encoder, latent, decoded, steps, lr, species_lr)
 
-    def decode(self, latent: torch.Tensor, refine_steps: int = 0, candidates: int = 1) -> list[ase.Atoms]:
+    def decode(self, latent: torch.Tensor, refine_steps: int = 0, candidates: int = 1, screen_steps: int = 50) -> list[ase.Atoms]:
         """Structures decoded from ``latent (B, latent_irreps.dim)``, centred on their centroid
-        (with ``refine_steps``, refined: :meth:`refine`; ``candidates``: :meth:`decode_tensors`)."""
+        (with ``refine_steps``, refined: :meth:`refine`; ``candidates``, ``screen_steps``:
+        :meth:`decode_tensors`)."""
         with torch.no_grad():
-            out = self.decode_tensors(latent, refine_steps, candidates)
+            out = self.decode_tensors(latent, refine_steps, candidates, screen_steps)
         pos, z = out.pos.double().cpu().numpy(), torch.tensor(self.species)[out.species.cpu()].numpy()
         batch = out.batch.cpu().numpy()
         return [ase.Atoms(numbers=z[batch == b], positions=pos[batch == b]) for b in range(out.num_structures)]
 
-    def reconstruct(self, structures: Structures, refine_steps: int = 0, candidates: int = 1) -> list[ase.Atoms]:
-        """``decode(encode(structures), refine_steps, candidates)``, each moved back to its input's centroid."""
+    def reconstruct(
+        self, structures: Structures, refine_steps: int = 0, candidates: int = 1, screen_steps: int = 50
+    ) -> list[ase.Atoms]:
+        """``decode(encode(structures), refine_steps, candidates, screen_steps)``, each moved back
+        to its input's centroid."""
         batch = self.as_batch(structures)
         with torch.no_grad():
-            decoded = self.decode(self.encode(batch), refine_steps, candidates)
+            decoded = self.decode(self.encode(batch), refine_steps, candidates, screen_steps)
         centroids = scatter(batch.pos, batch.batch, dim=0, reduce="mean").double().cpu().numpy()
         for atoms, centroid in zip(decoded, centroids):
             atoms.positions += centroid

@@ -52,22 +52,25 @@ def test_random_model_runs_and_report_has_the_documented_keys(model, molecules, 
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary file left
 
 
-def _fake_decoder(monkeypatch, model, shift=0.0):
-    """Make ``model`` decode each input exactly (centred, atoms in reverse order), plus ``shift``."""
+def _fake_decoder(monkeypatch, model, shift=0.0, residual=None):
+    """Make ``model`` decode each input exactly (centred, atoms in reverse order), plus ``shift``;
+    ``residual``: give each structure this residual, as refinement does."""
     seen = {}
 
     def encode(batch):
         seen["batch"] = batch
         return torch.zeros(batch.num_graphs, model.latent_irreps.dim)
 
-    def decode_tensors(latent, refine_steps=0, candidates=1):
+    def decode_tensors(latent, refine_steps=0, candidates=1, screen_steps=50):
         seen.setdefault("refine_steps", []).append(refine_steps)
         seen.setdefault("candidates", []).append(candidates)
+        seen.setdefault("screen_steps", []).append(screen_steps)
         batch = seen["batch"]
         mean = scatter(batch.pos, batch.batch, dim=0, reduce="mean")
         pos = batch.pos - mean[batch.batch] + torch.tensor([shift, 0.0, 0.0], dtype=batch.pos.dtype)
         order = torch.from_numpy(np.lexsort((-np.arange(batch.num_nodes), batch.batch.numpy())))
-        return Decoded(pos[order], model._species_index[batch.z][order], batch.batch[order], batch.num_graphs)
+        return Decoded(pos[order], model._species_index[batch.z][order], batch.batch[order], batch.num_graphs,
+                       residual=None if residual is None else torch.full((batch.num_graphs,), residual))
 
     monkeypatch.setattr(model, "encode", encode)
     monkeypatch.setattr(model, "decode_tensors", decode_tensors)
@@ -191,6 +194,17 @@ def test_level_errors_count_species_per_element_and_per_structure(molecules, mon
 
 def test_refine_steps_and_candidates_reach_every_decoding(model, molecules, monkeypatch):
     seen = _fake_decoder(monkeypatch, model)
-    evaluate_molecules(model, molecules, batch_size=2, progress=False, diagnose=0, refine_steps=7, candidates=3)
+    evaluate_molecules(model, molecules, batch_size=2, progress=False, diagnose=0, refine_steps=7, candidates=3, screen_steps=4)
     assert seen["refine_steps"] == [7, 7, 7]  # 5 molecules, batches of 2
-    assert seen["candidates"] == [3, 3, 3]
+    assert seen["candidates"] == [3, 3, 3] and seen["screen_steps"] == [4, 4, 4]
+
+
+def test_refined_decodings_write_their_residuals_and_how_well_they_flag_exact_ones(model, molecules, monkeypatch, tmp_path):
+    _fake_decoder(monkeypatch, model, shift=0.2, residual=0.03)  # confident, yet never exact
+    summary = evaluate_molecules(model, molecules, output_dir=tmp_path, batch_size=2, progress=False, diagnose=0,
+                                 refine_steps=5, residual_threshold=0.05)
+    assert summary["residual"] == pytest.approx(dict(threshold=0.05, median=0.03, below_threshold=1.0, exact_if_below=0.0,
+                                                     below_if_exact=None))
+    assert json.loads((tmp_path / "molecules.json").read_text())["records"]["residual"] == pytest.approx([0.03] * 5)
+    assert evaluate_molecules(model, molecules, progress=False, diagnose=0, refine_steps=5, residual_threshold=0.01)["residual"][
+        "below_threshold"] == 0.0

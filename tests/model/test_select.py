@@ -76,6 +76,23 @@ def test_decoding_with_candidates_keeps_the_smallest_residual(qm9_candidates):
     assert (smallest < separately[0].residual).any()  # a flipped count won somewhere: the choice is not trivial
 
 
+def test_screened_candidates_refine_the_one_of_smallest_residual_after_the_screen(qm9_candidates):
+    model, latent, _ = qm9_candidates
+    with torch.no_grad():
+        decodings = [model.decoder(latent, flip) for flip in (None, 0, 1)]
+        screen = torch.stack([model.refine(latent, d, steps=3).residual for d in decodings])  # (3, B)
+        full = [model.refine(latent, d, steps=8) for d in decodings]
+        chosen = model.decode_tensors(latent, refine_steps=8, candidates=3, screen_steps=3)
+    choice = screen.argmin(dim=0)
+    assert (choice > 0).any()  # a flipped count won the screen somewhere: the choice is not trivial
+    expected = select_structures(full, choice)  # structures are refined independently of each other
+    torch.testing.assert_close(chosen.residual, expected.residual, atol=1e-6, rtol=1e-5)
+    assert torch.equal(chosen.batch, expected.batch) and torch.equal(chosen.species, expected.species)
+    torch.testing.assert_close(chosen.pos, expected.pos, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="screen_steps must be at least 1"):
+        model.decode_tensors(latent, refine_steps=8, candidates=3, screen_steps=0)
+
+
 @pytest.mark.parametrize("candidates, steps", [(0, 5), (2, 0), (-1, 0)])
 def test_candidates_need_refinement(qm9_candidates, candidates, steps):
     model, latent, _ = qm9_candidates
