@@ -206,9 +206,9 @@ def evaluate_molecules(
     only the first ``limit`` molecules of ``data`` or of the split (None: all).
     ``refine_steps``: refine each decoding (:meth:`Autoencoder.refine`; 0: none), choosing
     among ``candidates`` decodings by residual after ``screen_steps`` steps
-    (:meth:`Autoencoder.decode_tensors`); refined
-    decodings carry their residuals into the records, and the summary says how well
-    ``residual <= residual_threshold`` flags the exact ones (under ``"residual"``). The first
+    (:meth:`Autoencoder.decode_tensors`); refined decodings carry their residuals into the
+    records, and the summary says how well ``residual <= residual_threshold`` flags the exact
+    ones (under ``"residual"``). The first
     ``diagnose`` molecules are also decoded teacher forced, each level judged on its
     own (:func:`level_errors`, under ``"teacher_forced"``), and each level of their free-running
     decodings is compared with the encoder's hierarchy (:func:`free_running_level_errors`,

@@ -226,8 +226,7 @@ def reconstruction_errors(
             )
         )
     errors = ReconstructionErrors.from_records(records, rmsd_threshold)
-    residual = getattr(decoded, "residual", None)
-    return errors if residual is None else replace(errors, residual=residual.detach().double().cpu())
+    return errors if decoded.residual is None else replace(errors, residual=decoded.residual.detach().double().cpu())
 
 
 def _rate(flags: torch.Tensor) -> float | None:
