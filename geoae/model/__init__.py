@@ -6,6 +6,7 @@ from ._checkpoint import CHECKPOINT_KEY, PRETRAINED, load, save
 from ._decoder import CHILD_COUNTS, BloomPrediction, Decoded, Decoder, flipped_counts, merge_duplicates
 from ._encoder import Combine, Encoder
 from ._hierarchy import Hierarchy, build_hierarchy, num_levels_for
+from ._own import with_decoded_positions
 from ._refine import decoded_tree, latent_residual, refine_decoding
 from ._select import select_structures
 
@@ -32,4 +33,5 @@ __all__ = [
     "refine_decoding",
     "save",
     "select_structures",
+    "with_decoded_positions",
 ]

@@ -20,6 +20,7 @@ from geoae.sphere import integral_count, project
 from ._decoder import Decoded, Decoder
 from ._encoder import Encoder
 from ._hierarchy import Hierarchy, build_hierarchy, level_sizes, num_levels_for
+from ._own import with_decoded_positions
 from ._refine import refine_decoding
 from ._select import select_structures
 
@@ -294,6 +295,8 @@ class Autoencoder(torch.nn.Module):
         noise_growth: float = 1.0,
         species_weight: float = 1.0,
         species_balance: float = 0.0,
+        own_positions: float = 0.0,
+        own_max_offset: float = 0.5,
     ) -> dict[str, torch.Tensor]:
         """Teacher-forced losses of a batch; ``"loss"`` is ``signal + centre + centre_vector +
         species_weight * species + count_weight * count``.
@@ -322,11 +325,24 @@ class Autoencoder(torch.nn.Module):
         correct the errors of its own upper levels, as met in free-running decoding. Which
         children are centre children is decided on the true hierarchy. ``noise_growth``
         multiplies the noise at each level further down, as free-running drift grows.
+
+        ``own_positions`` (a share, 0 to 1; scheduled sampling): that share of the batch's
+        structures, drawn at random, is decoded free running (no gradient) and the decoder
+        sees those structures' points where its own decoding put them
+        (:func:`geoae.model.with_decoded_positions`: matched one to one with the true points
+        of each level, at most ``own_max_offset`` away; the others keep the noise), so it
+        learns to correct its own drift rather than Gaussian noise.
         """
         hierarchy = self.hierarchy(batch)
         species = self._species_index[batch.z]
         latent = self.encoder(species, hierarchy)
         seen = self.moved(hierarchy, position_noise, noise_growth) if position_noise > 0 else hierarchy
+        if own_positions > 0:
+            chosen = torch.rand(latent.shape[0], device=latent.device) < own_positions  # (B,)
+            if chosen.any():
+                with torch.no_grad():
+                    decoded = self.decoder(latent.detach())
+                seen = with_decoded_positions(seen, decoded, chosen, own_max_offset)
         predictions, species_logits = self.decoder.teacher_forced(latent, seen)
         terms = {name: latent.new_zeros(()) for name in ("signal", "centre", "centre_vector", "count")}
         for p in predictions:

@@ -32,6 +32,10 @@ class AutoencoderModule(L.LightningModule):
             training and validation.
         species_balance: weight of rare species in that cross-entropy (see
             :meth:`Autoencoder.loss`; 0 weighs every atom alike), in training and validation.
+        own_positions: share of each training batch's structures whose decoder sees its own
+            free-running decoding's points instead of the noisy true ones (scheduled sampling;
+            see :meth:`Autoencoder.loss`); validation is teacher forced on true points.
+        own_max_offset: the farthest a true point is replaced by a decoded one (length units).
     """
 
     def __init__(
@@ -45,12 +49,15 @@ class AutoencoderModule(L.LightningModule):
         noise_growth: float = 1.0,
         species_weight: float = 1.0,
         species_balance: float = 0.0,
+        own_positions: float = 0.0,
+        own_max_offset: float = 0.5,
     ):
         super().__init__()
         self.model = model
         self.lr, self.warmup, self.rmsd_threshold = lr, warmup, rmsd_threshold
         self.position_noise, self.count_weight, self.noise_growth = position_noise, count_weight, noise_growth
         self.species_weight, self.species_balance = species_weight, species_balance
+        self.own_positions, self.own_max_offset = own_positions, own_max_offset
         self.save_hyperparameters(ignore=["model"])
 
     @property
@@ -58,7 +65,14 @@ class AutoencoderModule(L.LightningModule):
         return {"count_weight": self.count_weight, "species_weight": self.species_weight, "species_balance": self.species_balance}
 
     def training_step(self, batch, batch_idx):
-        terms = self.model.loss(batch, position_noise=self.position_noise, noise_growth=self.noise_growth, **self._weights)
+        terms = self.model.loss(
+            batch,
+            position_noise=self.position_noise,
+            noise_growth=self.noise_growth,
+            own_positions=self.own_positions,
+            own_max_offset=self.own_max_offset,
+            **self._weights,
+        )
         self.log_dict({f"train/{k}": v for k, v in terms.items()}, batch_size=batch.num_graphs, prog_bar=False)
         self.log("loss", terms["loss"], batch_size=batch.num_graphs, prog_bar=True, logger=False)
         return terms["loss"]

@@ -60,7 +60,9 @@ def test_unknown_convolution_lists_valid_ones():
 
 
 def test_train_writes_a_run(tmp_path):
-    cfg = compose_config(TINY + ["trainer.max_epochs=2", "data.repeat=2", "trainer.check_val_every_n_epoch=1", "evaluation.rotations=1"])
+    # half the structures trained on their own decoding (scheduled sampling), the rest on noise
+    schedule = ["module.own_positions=0.5", "module.position_noise=0.05"]
+    cfg = compose_config(TINY + schedule + ["trainer.max_epochs=2", "data.repeat=2", "trainer.check_val_every_n_epoch=1", "evaluation.rotations=1"])
     metrics = train(cfg, output_dir=tmp_path)
     for name in ("config.yaml", "model.ckpt", "checkpoints/last.ckpt", "metrics.csv", "metrics.json", "loss_curves.png", "reconstructions.png"):
         assert (tmp_path / name).is_file(), name
