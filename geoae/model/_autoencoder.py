@@ -341,7 +341,7 @@ class Autoencoder(torch.nn.Module):
             chosen = torch.rand(latent.shape[0], device=latent.device) < own_positions  # (B,)
             if chosen.any():
                 with torch.no_grad():
-                    decoded = self.decoder(latent.detach())
+                    decoded = self.decoder(latent[chosen])  # only the chosen structures
                 seen = with_decoded_positions(seen, decoded, chosen, own_max_offset)
         predictions, species_logits = self.decoder.teacher_forced(latent, seen)
         terms = {name: latent.new_zeros(()) for name in ("signal", "centre", "centre_vector", "count")}

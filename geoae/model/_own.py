@@ -27,8 +27,8 @@ def _match(true: np.ndarray, decoded: np.ndarray, max_offset: float) -> tuple[np
 def with_decoded_positions(
     hierarchy: Hierarchy, decoded: Decoded, structures: torch.Tensor, max_offset: float
 ) -> Hierarchy:
-    """``hierarchy`` with the points of ``structures`` moved to where a free-running decoding
-    put them, for training the decoder on its own drift instead of Gaussian noise (scheduled
+    """``hierarchy`` with the points of ``structures`` moved to where their free-running
+    decoding put them, for training the decoder on its own drift instead of Gaussian noise (scheduled
     sampling).
 
     At every level below the roots, each chosen structure's true points are matched one to
@@ -40,7 +40,9 @@ def with_decoded_positions(
 
     Args:
         hierarchy: the true hierarchy of ``B`` structures (possibly already moved by noise).
-        decoded: a free-running decoding of the same ``B`` structures (``levels`` set).
+        decoded: a free-running decoding of the chosen structures only, in order (its
+            structure ``k`` is the ``k``-th chosen one; ``levels`` set), so that no other
+            structure is decoded for nothing.
         structures: ``(B,)`` bool, the structures to move.
         max_offset: the farthest a true point is moved (length units).
 
@@ -56,14 +58,16 @@ def with_decoded_positions(
     if len(decoded.levels) != hierarchy.num_levels:
         raise ValueError(f"the decoding has {len(decoded.levels)} levels, the hierarchy {hierarchy.num_levels}")
     chosen = structures.nonzero().flatten().tolist()
+    if decoded.num_structures != len(chosen):
+        raise ValueError(f"the decoding has {decoded.num_structures} structures, {len(chosen)} are chosen")
     moved = []
     for level in range(hierarchy.num_levels):
         pos = hierarchy.pos[level].clone()  # (N_l, 3)
         true_pos, true_batch = pos.detach().cpu().numpy(), hierarchy.batch[level].cpu().numpy()
         decoded_pos, decoded_batch = (t.detach().cpu().numpy() for t in decoded.levels[level])
         targets, sources = [], []
-        for b in chosen:
-            true_index, decoded_index = np.flatnonzero(true_batch == b), np.flatnonzero(decoded_batch == b)
+        for k, b in enumerate(chosen):  # decoded structure k is the hierarchy's structure b
+            true_index, decoded_index = np.flatnonzero(true_batch == b), np.flatnonzero(decoded_batch == k)
             rows, cols = _match(true_pos[true_index], decoded_pos[decoded_index], max_offset)
             targets.append(true_index[rows])
             sources.append(decoded_index[cols])

@@ -46,7 +46,9 @@ def test_matched_points_take_the_decoded_positions_and_the_rest_stay():
     torch.testing.assert_close(moved.pos[0], expected)
     assert torch.equal(moved.pos[1], hierarchy.pos[1])  # the roots stay
     assert moved.parent is hierarchy.parent and moved.weight is hierarchy.weight
-    only_second = with_decoded_positions(hierarchy, decoded, torch.tensor([False, True]), max_offset=0.5)
+    second = Decoded(decoded_pos[3:], torch.zeros(2, dtype=torch.long), torch.zeros(2, dtype=torch.long), 1,
+                     levels=((decoded_pos[3:], torch.zeros(2, dtype=torch.long)),))  # the second structure's decoding alone
+    only_second = with_decoded_positions(hierarchy, second, torch.tensor([False, True]), max_offset=0.5)
     torch.testing.assert_close(only_second.pos[0], torch.cat([true_pos[:3], expected[3:]]))
     assert torch.equal(true_pos, hierarchy.pos[0])  # the input is not changed in place
 
