@@ -149,3 +149,12 @@ def test_train_on_qm9_then_evaluate_molecules_from_the_run_folder(tmp_path):
     cfg.checkpoint = str(tmp_path)
     with pytest.raises(FileNotFoundError, match="without model.ckpt"):
         evaluate(cfg, output_dir=tmp_path / "eval2")
+
+
+def test_runs_started_in_the_same_second_get_their_own_folders():
+    def run_dir():
+        with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+            return compose(config_name="evaluate", return_hydra_config=True).hydra.run.dir
+
+    first, second = run_dir(), run_dir()
+    assert first.startswith("outputs/") and first != second
