@@ -19,9 +19,9 @@ GROUPS = {group: sorted(p.stem for p in (Path(CONF) / group).glob("*.yaml")) for
 TINY = ["model.lmax=2", "model.mul=4", "model.latent_lmax=2", "model.latent_mul=4", "model.signal_lmax=4"]
 
 
-def compose_config(overrides=(), name="config") -> DictConfig:
+def compose_config(overrides=(), name="config", **kwargs) -> DictConfig:
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        return compose(config_name=name, overrides=list(overrides))
+        return compose(config_name=name, overrides=list(overrides), **kwargs)
 
 
 def write_molecules(folder: Path) -> None:
@@ -152,9 +152,5 @@ def test_train_on_qm9_then_evaluate_molecules_from_the_run_folder(tmp_path):
 
 
 def test_runs_started_in_the_same_second_get_their_own_folders():
-    def run_dir():
-        with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-            return compose(config_name="evaluate", return_hydra_config=True).hydra.run.dir
-
-    first, second = run_dir(), run_dir()
+    first, second = (compose_config(name="evaluate", return_hydra_config=True).hydra.run.dir for _ in range(2))
     assert first.startswith("outputs/") and first != second
