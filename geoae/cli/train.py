@@ -1,8 +1,8 @@
 """``geoae-train``: train an autoencoder from the hydra configs in ``conf/`` and evaluate it.
 
 ``geoae-train resume=outputs/<run>`` continues a run from its ``checkpoints/last.ckpt`` (add
-``hydra.run.dir=outputs/<run>`` to keep writing into the same folder; ``metrics.csv`` is
-appended to). ``geoae-train init=qm9`` (a pretrained name or a checkpoint file) starts from that
+``hydra.run.dir=outputs/<run>`` to keep writing into the same folder; ``metrics.csv`` keeps
+the rows logged before the checkpoint: :func:`geoae.cli._resume.keep_training_log`). ``geoae-train init=qm9`` (a pretrained name or a checkpoint file) starts from that
 model's weights with a new optimizer and schedule (fine-tuning). ``train(cfg)`` does the work and
 can be called from tests; ``main`` is the hydra entry point.
 A run writes to its folder (``outputs/<date>/<time>/``, or ``outputs/multirun/.../<n>/``):
@@ -27,10 +27,10 @@ from torch_geometric.data import Batch
 
 from geoae.data import to_atoms
 from geoae.model import load
-
 from geoae.plotting import plot_loss_curves, plot_reconstructions
 
 from ._common import CONFIG_DIR, build, evaluate_model, write_json
+from ._resume import keep_training_log, resume_checkpoint
 
 __all__ = ["main", "train"]
 
@@ -42,6 +42,7 @@ def train(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
     """
     out = Path(output_dir or HydraConfig.get().runtime.output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    checkpoint = resume_checkpoint(cfg.get("resume"))
     if cfg.get("threads"):
         torch.set_num_threads(cfg.threads)
     L.seed_everything(cfg.seed, workers=True)
@@ -66,7 +67,8 @@ def train(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
         ],
     )
     start = time.perf_counter()
-    trainer.fit(module, datamodule=datamodule, ckpt_path=_resume_checkpoint(cfg.get("resume")))
+    with keep_training_log(out, checkpoint):
+        trainer.fit(module, datamodule=datamodule, ckpt_path=checkpoint)
     training_seconds = time.perf_counter() - start
     trainer.save_checkpoint(str(out / "model.ckpt"))
 
@@ -95,18 +97,6 @@ def _initialise(model: torch.nn.Module, init: str) -> None:
         differences = {k: (source.config.get(k), v) for k, v in model.config.items() if source.config.get(k) != v}
         raise ValueError(f"init={init}: its model options differ from this run's (theirs, ours): {differences}")
     model.load_state_dict(source.state_dict())
-
-
-def _resume_checkpoint(resume: str | None) -> str | None:
-    """The checkpoint to resume from: ``resume`` itself, or a run folder's ``checkpoints/last.ckpt``."""
-    if resume is None:
-        return None
-    path = Path(resume)
-    if path.is_dir():
-        path = path / "checkpoints" / "last.ckpt"
-    if not path.is_file():
-        raise FileNotFoundError(f"resume={resume}: no checkpoint at {path}")
-    return str(path)
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")

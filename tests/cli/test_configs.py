@@ -1,6 +1,7 @@
 """Every config group composes with hydra's compose, instantiates, and runs one forward pass;
 train(cfg) runs end to end on a tiny budget and writes a run folder."""
 
+import csv
 import json
 from pathlib import Path
 
@@ -78,7 +79,7 @@ def test_train_writes_a_run(tmp_path):
 def test_an_interrupted_run_resumes_from_its_last_checkpoint(tmp_path, monkeypatch):
     from geoae.training import AutoencoderModule
 
-    cfg = compose_config(TINY + ["data.repeat=2", "trainer.max_epochs=2", "checkpoint_every_n_steps=1", "trainer.check_val_every_n_epoch=1", "evaluation.rotations=1"])
+    cfg = compose_config(TINY + ["data.repeat=2", "trainer.max_epochs=2", "checkpoint_every_n_steps=1", "trainer.check_val_every_n_epoch=1", "trainer.log_every_n_steps=1", "evaluation.rotations=1"])
     original = AutoencoderModule.training_step
 
     def crash_at_step_2(self, batch, batch_idx):
@@ -96,6 +97,10 @@ def test_an_interrupted_run_resumes_from_its_last_checkpoint(tmp_path, monkeypat
     cfg.resume = str(tmp_path / "run")
     metrics = train(cfg, output_dir=tmp_path / "run")
     assert metrics["training"]["steps"] == 4  # 2 steps before the crash, 2 after
+    with open(tmp_path / "run/metrics.csv", newline="") as file:  # the log holds both parts, once
+        logged = [int(row["step"]) for row in csv.DictReader(file) if row["train/loss"]]
+    assert logged == [0, 1, 2, 3]
+    assert not (tmp_path / "run/metrics.csv.earlier").exists()
     cfg.resume = str(tmp_path / "nowhere")
     with pytest.raises(FileNotFoundError, match="no checkpoint at"):
         train(cfg, output_dir=tmp_path / "other")
