@@ -2,9 +2,10 @@
 
 ``geoae-train resume=outputs/<run>`` continues a run from its ``checkpoints/last.ckpt`` (add
 ``hydra.run.dir=outputs/<run>`` to keep writing into the same folder; ``metrics.csv`` keeps
-the rows logged before the checkpoint: :func:`geoae.cli._resume.keep_training_log`). ``geoae-train init=qm9`` (a pretrained name or a checkpoint file) starts from that
-model's weights with a new optimizer and schedule (fine-tuning). ``train(cfg)`` does the work and
-can be called from tests; ``main`` is the hydra entry point.
+the rows logged before the checkpoint: :func:`geoae.cli._resume.keep_training_log`).
+``geoae-train init=qm9`` (a pretrained name or a checkpoint file) starts from that model's
+weights with a new optimizer and schedule (fine-tuning). ``train(cfg)`` does the work and can be
+called from tests; ``main`` is the hydra entry point.
 A run writes to its folder (``outputs/<date>/<time>/``, or ``outputs/multirun/.../<n>/``):
 ``config.yaml`` (resolved), ``checkpoints/last.ckpt`` and ``model.ckpt``, ``metrics.csv``
 (lightning's log), ``metrics.json``, ``loss_curves.png`` and ``reconstructions.png``.
