@@ -1,4 +1,4 @@
-"""The geometric autoencoder and its pieces: hierarchy, encoder, bloom head, decoder."""
+"""The geometric autoencoder and its pieces: hierarchy, encoder, bloom head, decoder, training loss."""
 
 from ._autoencoder import Autoencoder
 from ._bloom import BloomHead, QuadraticLinear
@@ -6,6 +6,7 @@ from ._checkpoint import CHECKPOINT_KEY, PRETRAINED, load, save
 from ._decoder import CHILD_COUNTS, BloomPrediction, Decoded, Decoder, flipped_counts, merge_duplicates
 from ._encoder import Combine, Encoder
 from ._hierarchy import Hierarchy, build_hierarchy, num_levels_for
+from ._loss import moved_hierarchy, teacher_forced_loss
 from ._own import with_decoded_positions
 from ._refine import decoded_tree, latent_residual, refine_decoding
 from ._select import select_structures
@@ -29,9 +30,11 @@ __all__ = [
     "latent_residual",
     "load",
     "merge_duplicates",
+    "moved_hierarchy",
     "num_levels_for",
     "refine_decoding",
     "save",
     "select_structures",
+    "teacher_forced_loss",
     "with_decoded_positions",
 ]
