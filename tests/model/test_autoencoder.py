@@ -13,9 +13,7 @@ from geoae.data import tetris
 from geoae.metrics import matched_rmsd
 from geoae.model import PRETRAINED, Autoencoder, build_hierarchy, load, merge_duplicates, save
 from tests.utils.equivariance import default_dtype
-from tests.utils.model import ModelTests
-
-SMALL = dict(species=[6], max_atoms=4, lmax=2, mul=4, latent_lmax=2, latent_mul=4, signal_lmax=4)
+from tests.utils.model import SMALL, ModelTests
 
 
 class TestAutoencoder(ModelTests):

@@ -5,8 +5,7 @@ import torch
 
 from geoae.model import Autoencoder, BloomPrediction, flipped_counts
 from geoae.sphere import integral_count, project
-
-SMALL = dict(species=[6], max_atoms=4, lmax=2, mul=4, latent_lmax=2, latent_mul=4, signal_lmax=4)
+from tests.utils.model import SMALL
 
 
 def test_flipped_counts_round_one_point_per_structure_the_other_way():

@@ -5,7 +5,7 @@ import torch
 from geoae.data import tetris
 from geoae.model import Autoencoder, moved_hierarchy
 from geoae.sphere import project
-from tests.model.test_autoencoder import SMALL
+from tests.utils.model import SMALL
 
 
 def test_position_noise_moves_what_the_decoder_sees_and_nothing_else():

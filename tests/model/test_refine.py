@@ -11,8 +11,7 @@ from geoae.data import tetris
 from geoae.metrics import matched_rmsd
 from geoae.model import Autoencoder, Decoded, decoded_tree, latent_residual, load, refine_decoding
 from tests.utils.equivariance import assert_equivariant_both_dtypes
-
-SMALL = dict(species=[6], max_atoms=4, lmax=2, mul=4, latent_lmax=2, latent_mul=4, signal_lmax=4)
+from tests.utils.model import SMALL
 
 
 def true_decoding(model: Autoencoder, batch: Batch) -> Decoded:

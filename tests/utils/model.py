@@ -12,7 +12,10 @@ from torch_geometric.data import Batch
 
 from tests.utils.equivariance import TOLERANCES, default_dtype
 
-__all__ = ["ModelTests"]
+__all__ = ["SMALL", "ModelTests"]
+
+#: Options of a small carbon-only autoencoder (tetris-sized: at most 4 atoms), shared by the model tests.
+SMALL = dict(species=[6], max_atoms=4, lmax=2, mul=4, latent_lmax=2, latent_mul=4, signal_lmax=4)
 
 
 class _Encode(torch.nn.Module):
