@@ -121,15 +121,18 @@ def flipped_counts(integral: torch.Tensor, batch: torch.Tensor, flip: int) -> to
     (:func:`geoae.sphere.integral_count`): rounded, except that in each structure (``batch``
     (M,)) the ``flip``-th most uncertain point (0: the one whose integral is nearest half way
     between two counts) is rounded the other way. An alternative decoding, for where the
-    rounding guessed wrong.
+    rounding guessed wrong. Points that cannot be rounded the other way (a count of zero with
+    a negative integral: minus one child) rank after all the others, so each ``flip`` changes
+    a count wherever the structure has ``flip + 1`` points that can change.
 
-    >>> flipped_counts(torch.tensor([1.1, 2.4, 0.8, 3.45]), torch.tensor([0, 0, 1, 1]), flip=0)
-    tensor([1, 3, 1, 4])
+    >>> flipped_counts(torch.tensor([1.1, 2.4, 0.8, 3.45, -0.45]), torch.tensor([0, 0, 1, 1, 1]), flip=0)
+    tensor([1, 3, 1, 4, 0])
     """
-    rounded = integral.round()  # (M,)
-    rank = _rank_within((integral - rounded).abs(), batch)  # (M,)
-    other = torch.where(integral > rounded, rounded + 1, rounded - 1)
-    return torch.where(rank == flip, other, rounded).clamp(min=0).long()
+    rounded = integral.round().clamp(min=0)  # (M,)
+    other = torch.where(integral > rounded, rounded + 1, rounded - 1)  # (M,), -1 where none
+    uncertainty = torch.where(other >= 0, (integral - rounded).abs(), -1.0)  # (M,)
+    rank = _rank_within(uncertainty, batch)  # (M,)
+    return torch.where((rank == flip) & (other >= 0), other, rounded).long()
 
 
 class Decoder(torch.nn.Module):

@@ -12,9 +12,17 @@ def test_flipped_counts_round_one_point_per_structure_the_other_way():
     integral = torch.tensor([1.45, 0.9, 2.6, -0.2, 0.3])
     batch = torch.tensor([0, 0, 1, 2, 2])
     assert flipped_counts(integral, batch, flip=0).tolist() == [2, 1, 2, 0, 1]
-    # rank 1: structure 0's second most uncertain; structure 1 has no second point; -0.2 would go to -1: clamped
+    # rank 1: structure 0's second most uncertain; structure 1 has no second point; -0.2 cannot flip (zero children)
     assert flipped_counts(integral, batch, flip=1).tolist() == [1, 0, 3, 0, 0]
     assert flipped_counts(integral, batch, flip=5).tolist() == [1, 1, 3, 0, 0]
+
+
+def test_flipped_counts_skip_points_that_cannot_flip():
+    """-0.45 is the most uncertain of its structure, but zero children cannot become minus one:
+    the first flip goes to the next point, and the second finds none left."""
+    integral, batch = torch.tensor([-0.45, 0.2, 1.7]), torch.tensor([0, 0, 1])
+    assert flipped_counts(integral, batch, flip=0).tolist() == [0, 1, 1]
+    assert flipped_counts(integral, batch, flip=1).tolist() == [0, 0, 2]
 
 
 def signals_with_integrals() -> torch.Tensor:
