@@ -71,7 +71,7 @@ def train(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
     with keep_training_log(out, checkpoint):
         trainer.fit(module, datamodule=datamodule, ckpt_path=checkpoint)
     training_seconds = time.perf_counter() - start
-    trainer.save_checkpoint(str(out / "model.ckpt"))
+    trainer.save_checkpoint(str(out / "model.ckpt"), weights_only=False)  # explicit: lightning logs a notice otherwise
 
     start = time.perf_counter()
     metrics = evaluate_model(cfg.evaluation, model, datamodule, out)
