@@ -100,11 +100,12 @@ def symmetric_kmeans(
         none for ``"ward"``).
     method : str
         ``"exact"`` enumerates all set partitions into ``k`` blocks (:math:`S(n, k)` of
-        them, e.g. 42525 for ``n=10, k=5``); ``"ward"`` pads the structures to the largest
-        ``n`` and does at most ``max(n - k)`` rounds of :math:`O(B n^2)` work (plus
-        :math:`O(B n^3)` for the components), one Python iteration per round for the whole
-        batch: ~8 ms for the first, slowest level of 64 QM9 molecules (~1150 atoms) on one
-        CPU thread, ~13 ms for the five levels to one point (``benchmarks/cluster.py``).
+        them, e.g. 42525 for ``n=10, k=5``); ``"ward"`` pads the structures of each group
+        of similar size to its largest ``n`` and does at most ``max(n - k)`` rounds of
+        :math:`O(B n^2)` work (plus :math:`O(B n^3)` for the components), one Python
+        iteration per round for the whole group: ~8 ms for the first, slowest level of 64
+        QM9 molecules (~1150 atoms) on one CPU thread, ~13 ms for the five levels to one
+        point (``benchmarks/cluster.py``).
 
     Returns
     -------

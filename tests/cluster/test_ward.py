@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from geoae.cluster import symmetric_kmeans
+from geoae.cluster._ward import _size_groups
 from tests.cluster.test_kmeans import (
     SYMMETRIC,
     TETRIS,
@@ -113,12 +114,10 @@ def test_symmetric_large():
             assert {frozenset(image[i].item() for i in m) for m in clusters} == clusters
 
 
-def test_batched_molecules():
-    generator = torch.Generator().manual_seed(15)
-    sizes = [29, 1, 7, 18, 29, 2]
-    pieces = [molecule_like(n, generator) for n in sizes]
-    ks = [15, 1, 4, 9, 1, 1]
-    batch = torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes))
+def assert_batch_clusters_as_alone(pieces, ks):
+    """The structures ``pieces`` clustered in one batch get the clusters each gets alone."""
+    sizes = torch.tensor([len(pos) for pos in pieces])
+    batch = torch.repeat_interleave(torch.arange(len(pieces)), sizes)
     c = symmetric_kmeans(torch.cat(pieces), batch, torch.tensor(ks), method="ward")
     offset, first = 0, 0
     for pos, k in zip(pieces, ks):
@@ -126,6 +125,25 @@ def test_batched_molecules():
         assert torch.equal(c.cluster[offset : offset + len(pos)] - first, alone.cluster)
         offset, first = offset + len(pos), first + alone.num_clusters
     assert first == c.num_clusters
+
+
+def test_batched_molecules():
+    generator = torch.Generator().manual_seed(15)
+    sizes = [29, 1, 7, 18, 29, 2]
+    pieces = [molecule_like(n, generator) for n in sizes]
+    ks = [15, 1, 4, 9, 1, 1]
+    assert_batch_clusters_as_alone(pieces, ks)
+
+
+def test_size_groups_cluster_as_alone():
+    # enough structures of mixed sizes (shuffled) for the batch to be clustered in several
+    # size groups; each structure still gets the clusters it gets alone
+    generator = torch.Generator().manual_seed(16)
+    sizes = torch.tensor([4, 6, 9, 12, 16, 20, 24, 29]).repeat(12)[torch.randperm(96, generator=generator)].tolist()
+    pieces = [molecule_like(n, generator) for n in sizes]
+    ks = [max(1, n // 2) for n in sizes]
+    assert len(_size_groups(torch.tensor(sizes))) > 1
+    assert_batch_clusters_as_alone(pieces, ks)
 
 
 def test_max_points():
