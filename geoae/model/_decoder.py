@@ -130,9 +130,10 @@ def flipped_counts(integral: torch.Tensor, batch: torch.Tensor, flip: int) -> to
     """
     rounded = integral.round().clamp(min=0)  # (M,)
     other = torch.where(integral > rounded, rounded + 1, rounded - 1)  # (M,), -1 where none
-    uncertainty = torch.where(other >= 0, (integral - rounded).abs(), -1.0)  # (M,)
+    can_flip = other >= 0  # (M,)
+    uncertainty = torch.where(can_flip, (integral - rounded).abs(), -1.0)  # (M,)
     rank = _rank_within(uncertainty, batch)  # (M,)
-    return torch.where((rank == flip) & (other >= 0), other, rounded).long()
+    return torch.where((rank == flip) & can_flip, other, rounded).long()
 
 
 class Decoder(torch.nn.Module):
