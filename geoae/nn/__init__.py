@@ -1,6 +1,6 @@
 """Equivariant neural-network building blocks: radius graph, radial basis, convolutions, blocks,
 and faster evaluations of two kinds of e3nn tensor product (:class:`ScatterTensorProduct`,
-:class:`BilinearForm`).
+:class:`BilinearForm`) and of e3nn's gate (:class:`Gate`).
 
 Convolutions share one interface (:class:`Convolution`) and are built by name from
 :data:`CONVOLUTIONS` with :func:`build_convolution`; new families register with
@@ -16,6 +16,7 @@ from ._convolution import (
     build_convolution,
     register_convolution,
 )
+from ._gate import Gate
 from ._irreps import irreps_from_lmax
 from ._radial import RadialEmbedding, polynomial_cutoff
 from ._radius_graph import radius_graph
@@ -32,6 +33,7 @@ __all__ = [
     "register_convolution",
     "build_convolution",
     "GatedBlock",
+    "Gate",
     "BilinearForm",
     "irreps_from_lmax",
 ]

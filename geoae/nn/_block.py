@@ -4,9 +4,9 @@ from typing import Optional
 
 import torch
 from e3nn import o3
-from e3nn.nn import Gate
 
 from ._convolution import build_convolution
+from ._gate import Gate
 
 __all__ = ["GatedBlock"]
 
