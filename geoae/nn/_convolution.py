@@ -1,6 +1,5 @@
 """Equivariant point convolutions behind one interface, chosen by name from a registry."""
 
-import math
 from typing import Callable, Dict, Optional, Type
 
 import torch
@@ -204,8 +203,9 @@ class NequIPConvolution(Convolution):
             shared_weights=False,
             internal_weights=False,
         )
-        # the same tensor product with the sum over edges, evaluated in a few dense products
-        self.scatter_tp = ScatterTensorProduct(self.tp)
+        # the same tensor product with the sum over edges (divided by sqrt(avg_num_neighbors)),
+        # evaluated in a few dense products
+        self.scatter_tp = ScatterTensorProduct(self.tp, scale=self.avg_num_neighbors**-0.5)
         self.radial_mlp = FullyConnectedNet(
             [num_basis] + radial_layers * [radial_hidden] + [self.tp.weight_numel],
             torch.nn.functional.silu,
@@ -236,9 +236,7 @@ class NequIPConvolution(Convolution):
             edge_sh, weights = self._edge_terms(edge_vec[edges])  # (n, irreps_sh.dim), (n, tp.weight_numel)
             mid = self.scatter_tp.scatter(features, edge_sh, weights, src[edges], dst[edges] - targets.start, len(targets))
             out.append(self.linear_out(mid))  # (targets, irreps_out.dim)
-        out = out[0] if len(out) == 1 else torch.cat(out)  # (num_nodes_out, irreps_out.dim)
-        # divided after the linear map (the same, on fewer numbers)
-        return out / math.sqrt(self.avg_num_neighbors)
+        return out[0] if len(out) == 1 else torch.cat(out)  # (num_nodes_out, irreps_out.dim)
 
     def _edge_terms(self, edge_vec: torch.Tensor):
         """The edges' spherical harmonics ``(E, irreps_sh.dim)`` (their ``l > 0`` part faded in

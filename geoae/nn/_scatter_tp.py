@@ -36,6 +36,8 @@ class ScatterTensorProduct(torch.nn.Module):
     Args:
         tp: the tensor product (its instructions and irreps; it is not kept).
         chunk_size: edges per chunk on a CPU; on other devices all edges form one chunk.
+        scale: factor of the sums (folded into the kernels, so it costs nothing), e.g. a
+            convolution's normalisation by the number of neighbours.
 
     Shapes: ``forward(x (N_src, irreps_in1.dim), y (E, irreps_in2.dim), weight (E,
     weight_numel), edge_index (2, E), num_out)`` returns ``(num_out, irreps_out.dim)``.
@@ -51,7 +53,7 @@ class ScatterTensorProduct(torch.nn.Module):
     True
     """
 
-    def __init__(self, tp: o3.TensorProduct, chunk_size: int = 512) -> None:
+    def __init__(self, tp: o3.TensorProduct, chunk_size: int = 512, scale: float = 1.0) -> None:
         super().__init__()
         self.chunk_size = chunk_size
         self.irreps_in1, self.irreps_in2, self.irreps_out = tp.irreps_in1, tp.irreps_in2, tp.irreps_out
@@ -61,7 +63,7 @@ class ScatterTensorProduct(torch.nn.Module):
             raise ValueError(f"ScatterTensorProduct needs a second input of multiplicity 1, got {self.irreps_in2}")
         self.weight_numel = tp.weight_numel
 
-        kernels, columns = self._kernels(tp)
+        kernels, columns = self._kernels(tp, scale)
         # group the input irreps that share a kernel (e.g. both parities of an l): one batched product serves them all
         groups = []  # (kernel, input irreps)
         for i_in, kernel in kernels.items():
@@ -87,9 +89,9 @@ class ScatterTensorProduct(torch.nn.Module):
         self.register_buffer("out_order", torch.argsort(out_index), persistent=False)  # ours -> tp's layout
 
     @staticmethod
-    def _kernels(tp: o3.TensorProduct):
-        """Each input irrep's kernel ``(irreps_in2.dim, ir.dim, width)`` in float64: the path
-        weight times the Wigner 3j symbol of each of its paths, side by side (e3nn's ``uvu``:
+    def _kernels(tp: o3.TensorProduct, scale: float):
+        """Each input irrep's kernel ``(irreps_in2.dim, ir.dim, width)`` in float64: ``scale``
+        times the path weight times the Wigner 3j symbol of each of its paths, side by side (e3nn's ``uvu``:
         ``out[u, k] = path_weight * w[u] * sum_ij w3j[i, j, k] x1[u, i] x2[j]``); and, per channel
         and kernel column, the weight it is multiplied by and its column in ``tp``'s output."""
         kernels, columns, all_paths = {}, {}, paths(tp)
@@ -101,7 +103,7 @@ class ScatterTensorProduct(torch.nn.Module):
                     continue
                 ir_out = tp.irreps_out[ins.i_out].ir
                 block = torch.zeros(tp.irreps_in2.dim, ir.dim, ir_out.dim, dtype=torch.float64)
-                block[tp.irreps_in2.slices()[ins.i_in2]] = path.w3j.transpose(0, 1)
+                block[tp.irreps_in2.slices()[ins.i_in2]] = scale * path.w3j.transpose(0, 1)
                 blocks.append(block)
                 u, m = torch.arange(mul)[:, None], torch.arange(ir_out.dim)[None, :]
                 weights.append((path.weights.start + u).expand(mul, ir_out.dim))

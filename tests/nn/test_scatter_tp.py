@@ -50,6 +50,14 @@ def test_equals_e3nn_tensor_product_summed(irreps_in, irreps_out, lmax, chunk_si
         assert (stp(*args, num_out=6) - expected).abs().max() < tol * expected.abs().max()
 
 
+def test_scale():
+    with default_dtype(torch.float64):
+        tp = nequip_tp()
+    args = inputs(tp, num_src=9, num_edges=40, num_out=6, dtype=torch.float64)
+    expected = 0.375 * reference(tp, *args, num_out=6)
+    assert (ScatterTensorProduct(tp, scale=0.375)(*args, num_out=6) - expected).abs().max() < 1e-12 * expected.abs().max()
+
+
 def test_shared_kernels_form_groups():
     stp = ScatterTensorProduct(nequip_tp())
     # the two parities of each l share a kernel: three groups of two input irreps
