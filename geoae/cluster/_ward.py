@@ -2,6 +2,8 @@
 
 import torch
 
+from geoae._segments import gather_atoms
+
 __all__ = ["ward_labels"]
 
 
@@ -43,13 +45,11 @@ def ward_labels(
     groups = _size_groups(counts)
     if len(groups) == 1:
         return _ward_padded(pos, counts, num_clusters, weight, rtol, atol)
-    ptr = torch.cumsum(counts, 0) - counts
+    ptr = torch.cat([counts.new_zeros(1), torch.cumsum(counts, 0)])  # (B + 1,)
     labels = torch.empty(pos.shape[0], dtype=torch.long, device=pos.device)
     for structures in groups:
-        group_counts = counts[structures]
-        first = torch.repeat_interleave(ptr[structures] - (torch.cumsum(group_counts, 0) - group_counts), group_counts)
-        points = first + torch.arange(first.shape[0], device=pos.device)  # the group's points, (N_g,)
-        group_labels = _ward_padded(pos[points], group_counts, num_clusters[structures], weight[points], rtol, atol)
+        points = gather_atoms(ptr, structures)  # the group's points, (N_g,)
+        group_labels = _ward_padded(pos[points], counts[structures], num_clusters[structures], weight[points], rtol, atol)
         labels[points] = points[group_labels]
     return labels
 
@@ -66,13 +66,13 @@ def _size_groups(counts: torch.Tensor) -> list:
     [200, 200]
     """
     sizes, number = torch.unique(counts, return_counts=True)  # ascending
-    sizes, number = sizes.tolist(), torch.cumsum(number, 0).tolist()
+    sizes, up_to = sizes.tolist(), torch.cumsum(number, 0).tolist()  # up_to[i]: structures of sizes[: i + 1]
     # best[i]: least work for the sizes sizes[:i]; cut[i]: where its last group starts
     best, cut = [0.0], [0]
     for i in range(1, len(sizes) + 1):
         n = sizes[i - 1]
         options = [
-            (best[j] + n * (_ROUND_OVERHEAD + (number[i - 1] - (number[j - 1] if j else 0)) * n * n), j)
+            (best[j] + n * (_ROUND_OVERHEAD + (up_to[i - 1] - (up_to[j - 1] if j else 0)) * n * n), j)
             for j in range(i)
         ]
         cost, j = min(options)

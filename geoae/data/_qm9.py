@@ -29,8 +29,9 @@ import torch
 from torch_geometric.data import Data
 
 from geoae._atomic import atomic_path
+from geoae._segments import gather_atoms
 
-from ._qm9_csv import gather_atoms, qm9_csv_files, read_qm9_csv
+from ._qm9_csv import qm9_csv_files, read_qm9_csv
 
 __all__ = ["QM9_SPLIT_SIZES", "QM9Dataset", "load_qm9", "qm9_split"]
 

@@ -23,6 +23,8 @@ import numpy as np
 import torch
 from ase.data import atomic_numbers
 
+from geoae._segments import gather_atoms
+
 from ._io import StructureFileError
 
 __all__ = ["QM9_PROPERTIES", "qm9_csv_files", "read_qm9_csv"]
@@ -189,15 +191,3 @@ def _check_rows(bad: np.ndarray, where, reason) -> None:
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
         raise StructureFileError(f"{where(row)}: {reason(row)}")
-
-
-def gather_atoms(ptr: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-    """Indices of the atoms of structures ``rows`` (R,), in that order, given the offsets
-    ``ptr`` (M + 1,) of flat per-atom tensors.
-
-    >>> gather_atoms(torch.tensor([0, 2, 3, 6]), torch.tensor([2, 0])).tolist()
-    [3, 4, 5, 0, 1]
-    """
-    starts, counts = ptr[rows], ptr[rows + 1] - ptr[rows]
-    offsets = torch.cumsum(counts, 0) - counts  # where each structure starts in the output
-    return torch.arange(int(counts.sum())) + torch.repeat_interleave(starts - offsets, counts)
