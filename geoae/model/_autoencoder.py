@@ -7,7 +7,6 @@ from collections.abc import Sequence
 
 import ase
 import torch
-from e3nn import o3
 from torch_geometric.data import Batch, Data
 from torch_geometric.utils import scatter
 
