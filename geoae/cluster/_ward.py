@@ -2,7 +2,7 @@
 
 import torch
 
-from geoae._segments import gather_atoms
+from geoae._segments import gather_atoms, size_groups
 
 __all__ = ["ward_labels"]
 
@@ -55,8 +55,8 @@ def ward_labels(
 
 
 def _size_groups(counts: torch.Tensor) -> list:
-    """Structures (indices into ``counts`` (B,)) in groups of similar size: the partition
-    of the sizes into ranges that minimises the modelled work, summed over groups,
+    """Structures (indices into ``counts`` (B,)) in groups of similar size
+    (:func:`geoae._segments.size_groups`), modelling a group's work as
     ``n_g * (_ROUND_OVERHEAD + B_g * n_g ** 2)`` for ``B_g`` structures padded to ``n_g``
     points (about ``n_g`` rounds).
 
@@ -65,24 +65,7 @@ def _size_groups(counts: torch.Tensor) -> list:
     >>> [len(g) for g in _size_groups(torch.cat([torch.full((200,), 12), torch.full((200,), 24)]))]
     [200, 200]
     """
-    sizes, number = torch.unique(counts, return_counts=True)  # ascending
-    sizes, up_to = sizes.tolist(), torch.cumsum(number, 0).tolist()  # up_to[i]: structures of sizes[: i + 1]
-    # best[i]: least work for the sizes sizes[:i]; cut[i]: where its last group starts
-    best, cut = [0.0], [0]
-    for i in range(1, len(sizes) + 1):
-        n = sizes[i - 1]
-        options = [
-            (best[j] + n * (_ROUND_OVERHEAD + (up_to[i - 1] - (up_to[j - 1] if j else 0)) * n * n), j)
-            for j in range(i)
-        ]
-        cost, j = min(options)
-        best.append(cost)
-        cut.append(j)
-    bounds, i = [], len(sizes)
-    while i > 0:
-        bounds.append((sizes[cut[i]], sizes[i - 1]))
-        i = cut[i]
-    return [((counts >= low) & (counts <= high)).nonzero()[:, 0] for low, high in reversed(bounds)]
+    return size_groups(counts, lambda structures, n: n * (_ROUND_OVERHEAD + structures * n * n))
 
 
 def _ward_padded(

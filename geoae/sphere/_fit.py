@@ -11,6 +11,8 @@ from typing import NamedTuple
 import numpy
 import torch
 
+from geoae._segments import size_groups
+
 from ._harmonics import _derivative_matrices, dirac_scale, spherical_harmonics
 
 _MAX_TURN = 0.25  # radians: the largest move of a direction in one Gauss-Newton step
@@ -270,44 +272,17 @@ def _put(fit: _Fit, rows: torch.Tensor, part: _Fit) -> _Fit:
     return _Fit(directions, weights, mask)
 
 
-def _groups_by_count(counts: torch.Tensor, group_cost: float = _GROUP_COST) -> list[torch.Tensor]:
-    r"""Split rows by their peak ``counts`` ``(R,)`` into groups of consecutive counts, each
-    refined at the width of its largest count.
-
-    The split minimises ``sum over groups (group_cost + rows * width**2)`` (dynamic programming
-    over the distinct counts): a group's fixed cost (its Python and kernel-launch overhead)
-    against the padding of narrow rows to the group's width. Returns the rows' positions in
-    ``counts``, one tensor per group, widest first.
-
-    >>> counts = torch.tensor([1, 3, 3, 2, 1])
-    >>> [g.tolist() for g in _groups_by_count(counts, group_cost=2.0)]
-    [[1, 2], [3], [0, 4]]
-    >>> [g.tolist() for g in _groups_by_count(counts, group_cost=100.0)]  # one group, padded to 3
-    [[0, 1, 2, 3, 4]]
-    """
-    values, sizes = torch.unique(counts, return_counts=True)  # ascending
-    values, sizes = values.tolist(), sizes.tolist()
-    best, cut = [0.0], [0]  # best[j]: cheapest split of the first j counts; its last group starts at cut[j]
-    for j in range(1, len(values) + 1):
-        options = [(best[i] + group_cost + sum(sizes[i:j]) * max(values[j - 1], 1) ** 2, i) for i in range(j)]
-        cost, start = min(options)
-        best.append(cost)
-        cut.append(start)
-    groups, j = [], len(values)
-    while j > 0:
-        low, high = values[cut[j]], values[j - 1]
-        groups.append(((counts >= low) & (counts <= high)).nonzero().squeeze(1))
-        j = cut[j]
-    return groups
-
-
 def _refine_rows(fit: _Fit, rows: torch.Tensor, target: _Target, lmax: int, steps: int) -> _Fit:
     r"""Refine only the signals ``rows`` of ``fit``: ``steps`` steps, then more for the slow ones.
 
-    Signals are refined in groups of similar peak count, so that few are padded (the normal
-    matrices grow as the cube of the padded width).
+    Signals are refined in groups of consecutive peak counts, each at the width of its
+    largest (:func:`geoae._segments.size_groups`): the split minimises the summed
+    ``_GROUP_COST + rows * width**2`` of the groups, a group's fixed cost (its Python and
+    kernel-launch overhead) against the padding of narrow rows (the normal matrices grow as
+    the cube of the padded width).
     """
-    for group in _groups_by_count(fit.mask[rows].sum(dim=1)):
+    counts = fit.mask[rows].sum(dim=1)  # (R,)
+    for group in size_groups(counts, lambda group_rows, width: _GROUP_COST + group_rows * max(width, 1) ** 2):
         group = rows[group]
         fit = _put(fit, group, _refine(_rows(fit, group), target.rows(group), lmax, steps, _MORE_STEPS))
     return fit
