@@ -48,13 +48,15 @@ def peak_memory_mb(device: torch.device) -> float:
 
 
 def cpu_name() -> str:
-    """The CPU's model name (``/proc/cpuinfo`` on Linux), so figures say which machine made them."""
+    """The CPU's model name (``/proc/cpuinfo`` on Linux) and the vector instructions torch uses
+    on it (AVX2, AVX512, ...), so figures say which machine made them."""
     try:
         with open("/proc/cpuinfo") as f:
             names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
     except OSError:
         names = []
-    return f"{names[0]} x {len(names)}" if names else platform.processor() or platform.machine()
+    name = f"{names[0]} x {len(names)}" if names else platform.processor() or platform.machine()
+    return f"{name}, {torch.backends.cpu.get_cpu_capability()}"  # the widest vector instructions torch uses
 
 
 def synchronize(device: torch.device) -> None:
