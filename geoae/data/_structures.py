@@ -91,23 +91,33 @@ def from_atoms(atoms: ase.Atoms, source: str | None = None, dtype: torch.dtype =
     return Data(pos=pos, z=z, name=str(name), source=str(source))
 
 
-def to_atoms(data: Data) -> list[ase.Atoms]:
-    """Convert a structure or a batch of structures to a list of :class:`ase.Atoms`.
+def to_atoms(data: Data, num_structures: int | None = None) -> list[ase.Atoms]:
+    """Convert a structure or a batch of structures to a list of :class:`ase.Atoms`, one per
+    structure of ``data.batch`` (``num_structures`` of them: structures with no atoms come
+    out empty; default: up to the largest index), each with its atoms in their order in
+    ``data``.
 
     >>> [a.get_chemical_formula() for a in to_atoms(Data(pos=torch.zeros(1, 3), z=torch.tensor([8])))]
     ['O']
+    >>> batch = Data(pos=torch.zeros(3, 3), z=torch.tensor([8, 1, 1]), batch=torch.tensor([1, 0, 1]))
+    >>> [a.get_chemical_formula() for a in to_atoms(batch, num_structures=3)]
+    ['H', 'HO', '']
     """
     pos = data.pos.detach().cpu().double().numpy()
     z = data.z.detach().cpu().numpy()
     batch = data.batch.cpu().numpy() if getattr(data, "batch", None) is not None else np.zeros(len(z), dtype=int)
-    num = int(batch.max()) + 1 if len(batch) else 0
+    if num_structures is None:
+        num_structures = int(batch.max()) + 1 if len(batch) else 0
+    if num_structures == 0:
+        return []
+    order = np.argsort(batch, kind="stable")  # atoms by structure, each structure's in their order
+    ends = np.cumsum(np.bincount(batch, minlength=num_structures))[:-1]
     names = getattr(data, "name", None)
     if isinstance(names, str):
         names = [names]
     out = []
-    for b in range(num):
-        mask = batch == b
-        atoms = ase.Atoms(numbers=z[mask], positions=pos[mask])
+    for b, (numbers, positions) in enumerate(zip(np.split(z[order], ends), np.split(pos[order], ends))):
+        atoms = ase.Atoms(numbers=numbers, positions=positions)
         if names is not None:
             atoms.info["name"] = names[b]
         out.append(atoms)

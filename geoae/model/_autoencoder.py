@@ -11,7 +11,7 @@ from torch_geometric.data import Batch, Data
 from torch_geometric.utils import scatter
 
 from geoae.cluster import check_cluster_method
-from geoae.data import from_atoms
+from geoae.data import from_atoms, to_atoms
 from geoae.nn import irreps_from_lmax
 
 from ._decoder import Decoded, Decoder
@@ -255,9 +255,8 @@ class Autoencoder(torch.nn.Module):
         :meth:`decode_tensors`)."""
         with torch.no_grad():
             out = self.decode_tensors(latent, refine_steps, candidates, screen_steps)
-        pos, z = out.pos.double().cpu().numpy(), torch.tensor(self.species)[out.species.cpu()].numpy()
-        batch = out.batch.cpu().numpy()
-        return [ase.Atoms(numbers=z[batch == b], positions=pos[batch == b]) for b in range(out.num_structures)]
+        z = torch.tensor(self.species)[out.species.cpu()]  # (N,) atomic numbers
+        return to_atoms(Data(pos=out.pos, z=z, batch=out.batch), out.num_structures)
 
     def reconstruct(
         self, structures: Structures, refine_steps: int = 0, candidates: int = 1, screen_steps: int = 50
