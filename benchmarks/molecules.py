@@ -3,7 +3,8 @@
 included; with each child-count rule, the model's own first) of all the molecules, each at the batch sizes given, medians over repeats; then
 where the time goes (a per-stage split and, with ``--profile``, cProfile's top entries).
 Training runs last: what its autograd buffers leave in the allocator changes the timings of
-what runs after it in the process.
+what runs after it in the process. A probe of the machine's speed (one thread's matrix-product
+GFLOP/s) is printed before and after: a shared machine's speed drifts.
 
 Stages of one batch, timed separately: the pooling hierarchy (symmetric clustering, no
 parameters), the encoder network, and the decoder split into its networks and
@@ -78,6 +79,20 @@ def timed(fn, device, repeats: int, warm_up=None) -> float:
     return statistics.median(times)
 
 
+def probe_gflops(device: torch.device, size: int = 1024, repeats: int = 20) -> float:
+    """One thread's float32 matrix-product speed (GFLOP/s, median of ``repeats`` products of
+    ``size``-square matrices): the machine's speed at the time, printed before and after the
+    figures. A shared machine's speed drifts (on one 2-core VM, 52 and 94 GFLOP/s an hour
+    apart, with every figure of this benchmark moving alike), so figures are compared with
+    the probe beside them, or alternated in one process."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    a, b = torch.randn(size, size, device=device), torch.randn(size, size, device=device)
+    seconds = timed(lambda: a @ b, device, repeats)
+    torch.set_num_threads(threads)
+    return 2 * size**3 / seconds / 1e9
+
+
 class StageTimer:
     """Wall time spent in peak finding during decoding: inside the decoder module's
     ``find_peaks`` and ``find_counted_peaks`` (whichever its ``child_count`` calls)."""
@@ -137,6 +152,7 @@ def main() -> None:
         f"device {device} (CPU {cpu_name()}), torch threads {torch.get_num_threads()}, {args.repeats} repeats (medians)",
         flush=True,
     )
+    print(f"machine probe before: {probe_gflops(device):.0f} GFLOP/s (float32 matrix products, one thread)", flush=True)
 
     def batches(size: int):
         return [model.as_batch(molecules[s : s + size]) for s in range(0, len(molecules), size)]
@@ -232,6 +248,7 @@ def main() -> None:
         decoding = " | ".join(f"{decode_rate[size][rule]:.0f}" for rule in rules)
         print(f"| {size} | {train_rate:.0f} | {encode_rate[size]:.0f} | {decoding} | {peak_memory_mb(device):.0f} |", flush=True)
     print(where)
+    print(f"machine probe after: {probe_gflops(device):.0f} GFLOP/s", flush=True)
 
     if args.profile:
         for name, fn in (
