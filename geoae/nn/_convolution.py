@@ -231,16 +231,21 @@ class NequIPConvolution(Convolution):
             dst, order = torch.sort(dst, stable=True)
             src, edge_vec = src[order], edge_vec[order]
         features = self.scatter_tp.features(self.linear_in(x))  # by group: (num_src_nodes, channels, ir.dim)
+        # the radial MLP's last layer is linear: its map (radial_hidden, tp.weight_numel) is given to the
+        # tensor product, which multiplies it by the edges' hidden features in its own order
+        *hidden_layers, last = self.radial_mlp
+        basis = last(torch.eye(last.weight.shape[0], dtype=x.dtype, device=x.device))  # (radial_hidden, tp.weight_numel)
         out = []
         for edges, targets in _target_chunks(dst, num_nodes_out, chunk):
-            edge_sh, weights = self._edge_terms(edge_vec[edges])  # (n, irreps_sh.dim), (n, tp.weight_numel)
-            mid = self.scatter_tp.scatter(features, edge_sh, weights, src[edges], dst[edges] - targets.start, len(targets))
+            edge_sh, hidden = self._edge_terms(edge_vec[edges], hidden_layers)  # (n, irreps_sh.dim), (n, radial_hidden)
+            mid = self.scatter_tp.scatter(features, edge_sh, hidden, src[edges], dst[edges] - targets.start, len(targets), basis)
             out.append(self.linear_out(mid))  # (targets, irreps_out.dim)
         return out[0] if len(out) == 1 else torch.cat(out)  # (num_nodes_out, irreps_out.dim)
 
-    def _edge_terms(self, edge_vec: torch.Tensor):
+    def _edge_terms(self, edge_vec: torch.Tensor, radial_layers):
         """The edges' spherical harmonics ``(E, irreps_sh.dim)`` (their ``l > 0`` part faded in
-        over ``[0, r_min]``) and radial weights ``(E, tp.weight_numel)`` from ``edge_vec (E, 3)``."""
+        over ``[0, r_min]``) and their radial basis through ``radial_layers`` (the radial MLP
+        but its last layer: ``(E, radial_hidden)``) from ``edge_vec (E, 3)``."""
         edge_length = torch.linalg.vector_norm(edge_vec, dim=-1)  # (E,)
         is_zero = edge_length == 0
         # harmonics of a harmless direction where the edge has no direction (faded out below)
@@ -249,7 +254,10 @@ class NequIPConvolution(Convolution):
         t = (edge_length / self.r_min).clamp(max=1.0)  # (E,)
         fade = t * t * (3 - 2 * t)  # smoothstep: 0 at r = 0, 1 from r_min on, (E,)
         edge_sh = edge_sh * (self._sh_scalar_mask + (1 - self._sh_scalar_mask) * fade[:, None])
-        return edge_sh, self.radial_mlp(self.radial(edge_length))  # the weights are invariant
+        hidden = self.radial(edge_length)  # (E, num_basis)
+        for layer in radial_layers:
+            hidden = layer(hidden)  # invariant
+        return edge_sh, hidden
 
 
 def _target_chunks(dst: torch.Tensor, num_targets: int, size: int):

@@ -89,6 +89,30 @@ def test_gradients_equal_e3nn():
         assert (a - b).abs().max() < 1e-12 * b.abs().max()
 
 
+def test_weights_as_a_product_of_coefficients_and_basis():
+    """Weights given as ``coefficients @ basis`` (a radial MLP's last, linear layer) give the
+    sums and the gradients (on the features, the harmonics, the coefficients and the basis)
+    of the weights computed first, for any chunking."""
+    with default_dtype(torch.float64):
+        tp = nequip_tp()
+    x, y, _, edge_index = inputs(tp, 6, 30, 4, torch.float64)
+    g = torch.Generator().manual_seed(1)
+    coefficients = torch.randn(30, 7, generator=g, dtype=torch.float64)
+    basis = torch.randn(7, tp.weight_numel, generator=g, dtype=torch.float64)
+    leaves = [t.requires_grad_() for t in (x, y, coefficients, basis)]
+    probe = torch.randn(4, tp.irreps_out.dim, generator=g, dtype=torch.float64)
+    for chunk_size in (1, 8, 512):
+        stp = ScatterTensorProduct(tp, chunk_size=chunk_size)
+        factored = stp(x, y, coefficients, edge_index, 4, basis)
+        expected = stp(x, y, coefficients @ basis, edge_index, 4)
+        assert expected.abs().max() > 0.1
+        torch.testing.assert_close(factored, expected, rtol=0, atol=1e-12 * expected.abs().max().item())
+        ours = torch.autograd.grad((factored * probe).sum(), leaves)
+        theirs = torch.autograd.grad((expected * probe).sum(), leaves)
+        for a, b in zip(ours, theirs):
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-12 * b.abs().max().item())
+
+
 def test_equivariance():
     num_edges = 24
     edge_index = torch.stack([torch.arange(num_edges) % 7, torch.arange(num_edges) % 5])
