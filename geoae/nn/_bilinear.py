@@ -3,6 +3,7 @@
 import torch
 from e3nn import o3
 
+from ._irreps import irreps_blocks
 from ._paths import paths
 
 __all__ = ["BilinearForm"]
@@ -38,13 +39,13 @@ class BilinearForm(torch.nn.Module):
             raise ValueError("BilinearForm needs uvw instructions with shared weights")
         self.irreps_in1, self.irreps_in2, self.irreps_out = tp.irreps_in1, tp.irreps_in2, tp.irreps_out
         self.weight_numel, self.chunk_size = tp.weight_numel, chunk_size
-        s1, s2, so = self.irreps_in1.slices(), self.irreps_in2.slices(), self.irreps_out.slices()
+        so = self.irreps_out.slices()
         pairs = {}  # (i_in1, i_in2) -> its paths' (number, weights' slice, weights' shape, output slice)
         for k, path in enumerate(paths(tp)):
             ins = path.instruction
             self.register_buffer(f"w3j_{k}", path.w3j, persistent=False)  # (ir1.dim, ir2.dim, ir_out.dim)
             pairs.setdefault((ins.i_in1, ins.i_in2), []).append((k, path.weights, ins.path_shape, so[ins.i_out]))
-        self.pairs = [(s1[i1], s2[i2], pair_paths) for (i1, i2), pair_paths in pairs.items()]
+        self.pairs = [(i1, i2, pair_paths) for (i1, i2), pair_paths in pairs.items()]  # entries of irreps_in1, irreps_in2
         # the output column of each column of the blocks, pair after pair
         columns = [torch.arange(o.start, o.stop) for _, _, pair_paths in self.pairs for *_, o in pair_paths]
         self.register_buffer("columns", torch.cat(columns) if columns else torch.zeros(0, dtype=torch.long), persistent=False)
@@ -53,12 +54,12 @@ class BilinearForm(torch.nn.Module):
         """Per pair of input irreps, its block of ``B``, ``(ir1 block dim, ir2 block dim * its outputs)``,
         for the flat ``weight``."""
         blocks = []
-        for a, b, pair_paths in self.pairs:
+        for i1, i2, pair_paths in self.pairs:
             parts = []
             for k, w, shape, o in pair_paths:
                 w3j = getattr(self, f"w3j_{k}").to(weight.dtype)  # (ir1.dim, ir2.dim, ir_out.dim)
                 part = torch.einsum("uvw,ijk->uivjwk", weight[w].view(shape), w3j)  # (u, i, v, j, w, k)
-                parts.append(part.reshape(a.stop - a.start, b.stop - b.start, o.stop - o.start))
+                parts.append(part.reshape(self.irreps_in1[i1].dim, self.irreps_in2[i2].dim, o.stop - o.start))
             blocks.append(torch.cat(parts, dim=2).flatten(1))
         return blocks
 
@@ -66,10 +67,11 @@ class BilinearForm(torch.nn.Module):
         blocks = self.blocks(weight)
         out = []
         for c1, c2 in zip(x1.split(self.chunk_size), x2.split(self.chunk_size)):  # bounds the (chunk, ir2 dim * outputs) products
+            b1, b2 = irreps_blocks(c1, self.irreps_in1), irreps_blocks(c2, self.irreps_in2)  # (z, ir block dim) each
             parts = []
-            for (a, b, _), block in zip(self.pairs, blocks):
-                partial = (c1[:, a] @ block).unflatten(1, (b.stop - b.start, -1))  # sum over in1: (z, ir2 dim, outputs)
-                parts.append(torch.bmm(c2[:, None, b], partial)[:, 0])  # sum over in2: (z, outputs)
+            for (i1, i2, _), block in zip(self.pairs, blocks):
+                partial = (b1[i1] @ block).unflatten(1, (b2[i2].shape[1], -1))  # sum over in1: (z, ir2 block dim, outputs)
+                parts.append(torch.bmm(b2[i2][:, None], partial)[:, 0])  # sum over in2: (z, outputs)
             chunk = c1.new_zeros(len(c1), self.irreps_out.dim)
             out.append(chunk.index_add_(1, self.columns, torch.cat(parts, dim=1)) if parts else chunk)  # (z, out.dim)
         return torch.cat(out)  # (split gives one empty chunk for an empty batch)

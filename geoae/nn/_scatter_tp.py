@@ -5,6 +5,7 @@ from typing import Optional
 import torch
 from e3nn import o3
 
+from ._irreps import irreps_blocks
 from ._paths import paths
 
 __all__ = ["ScatterTensorProduct"]
@@ -125,7 +126,13 @@ class ScatterTensorProduct(torch.nn.Module):
         return kernels, columns
 
     def forward(
-        self, x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, edge_index: torch.Tensor, num_out: int, basis: Optional[torch.Tensor] = None
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        weight: torch.Tensor,
+        edge_index: torch.Tensor,
+        num_out: int,
+        basis: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
         return self.scatter(self.features(x), y, weight, edge_index[0], edge_index[1], num_out, basis)
 
@@ -135,11 +142,11 @@ class ScatterTensorProduct(torch.nn.Module):
         are all exactly zero where no gradient is asked for (it adds exactly nothing: e.g. the
         ``l > 0`` features of an embedding of the species). Computed once for any number of
         :meth:`scatter` calls over parts of the edges."""
-        slices = self.irreps_in1.slices()
+        blocks = irreps_blocks(x, self.irreps_in1)  # (N_src, mul * ir.dim) each
         needs_grad = torch.is_grad_enabled() and x.requires_grad
         grouped = []
         for members, dim, _ in self.groups:
-            features = torch.cat([x[:, slices[i]].reshape(len(x), self.irreps_in1[i].mul, dim) for i in members], dim=1)
+            features = torch.cat([blocks[i].reshape(len(x), self.irreps_in1[i].mul, dim) for i in members], dim=1)
             grouped.append(features if needs_grad or bool(features.any()) else None)
         return grouped
 
