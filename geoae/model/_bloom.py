@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from e3nn import o3
 
-from geoae.nn import BilinearForm, irreps_from_lmax
+from geoae.nn import BilinearForm, Linear, irreps_from_lmax
 
 __all__ = ["BloomHead", "QuadraticLinear"]
 
@@ -33,8 +33,8 @@ class QuadraticLinear(torch.nn.Module):
         lmax_in = max(ir.l for _, ir in self.irreps_in)
         parities = {ir.p for _, ir in self.irreps_in if ir.l > 0} | {ir.p * (-1) ** ir.l for _, ir in self.irreps_in}
         irreps_mid = irreps_from_lmax(mul_quadratic, lmax_in, "both" if len(parities) > 1 else "sh")
-        self.linear = o3.Linear(self.irreps_in, self.irreps_out)
-        self.pre = o3.Linear(self.irreps_in, irreps_mid)
+        self.linear = Linear(self.irreps_in, self.irreps_out)
+        self.pre = Linear(self.irreps_in, irreps_mid)
         self.quadratic = o3.FullyConnectedTensorProduct(irreps_mid, irreps_mid, self.irreps_out)  # holds the weights
         self.square = BilinearForm(self.quadratic)  # evaluates it, 4-5x faster on a CPU
 
@@ -73,7 +73,7 @@ class BloomHead(torch.nn.Module):
         signal = o3.Irreps([(2, (l, (-1) ** l)) for l in range(signal_lmax + 1)])
         irreps_in, irreps_out = o3.Irreps(irreps_in), signal + o3.Irreps("0e + 1o")
         reachable = all(ir in irreps_in for _, ir in irreps_out)
-        self.map = o3.Linear(irreps_in, irreps_out) if reachable else QuadraticLinear(irreps_in, irreps_out, mul_quadratic)
+        self.map = Linear(irreps_in, irreps_out) if reachable else QuadraticLinear(irreps_in, irreps_out, mul_quadratic)
         self.irreps_in, self.irreps_out = self.map.irreps_in, self.map.irreps_out
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -8,7 +8,7 @@ import torch
 from e3nn import o3
 from torch_geometric.utils import scatter
 
-from geoae.nn import GatedBlock, radius_graph
+from geoae.nn import GatedBlock, Linear, radius_graph
 from geoae.sphere import find_counted_peaks, find_peaks, integral_count
 
 from ._bloom import BloomHead
@@ -182,7 +182,7 @@ class Decoder(torch.nn.Module):
         self.num_levels, self.r_max = num_levels, r_max
         self.min_radius, self.merge_radius = min_radius, merge_radius
         conv_kwargs = dict(conv_kwargs, r_max=r_max)
-        self.unreadout = o3.Linear(self.irreps_latent, self.irreps_hidden)
+        self.unreadout = Linear(self.irreps_latent, self.irreps_hidden)
         # module [l] makes the points of level l from those of level l + 1
         self.convs = torch.nn.ModuleList(
             torch.nn.ModuleList(GatedBlock(self.irreps_hidden, self.irreps_hidden, **conv_kwargs) for _ in range(convs_per_level))
@@ -190,7 +190,7 @@ class Decoder(torch.nn.Module):
         )
         self.blooms = torch.nn.ModuleList(BloomHead(self.irreps_hidden, signal_lmax) for _ in range(num_levels))
         self.combines = torch.nn.ModuleList(Combine(self.irreps_hidden, **conv_kwargs) for _ in range(num_levels))
-        self.species = o3.Linear(self.irreps_hidden, o3.Irreps(f"{num_species}x0e"))
+        self.species = Linear(self.irreps_hidden, o3.Irreps(f"{num_species}x0e"))
 
     def _convolve(self, convs, h, pos, batch) -> torch.Tensor:
         edge_index = radius_graph(pos, self.r_max, batch)  # (2, E)

@@ -6,7 +6,7 @@ import torch
 from e3nn import o3
 from torch_geometric.utils import scatter
 
-from geoae.nn import GatedBlock, radius_graph
+from geoae.nn import GatedBlock, Linear, radius_graph
 
 from ._hierarchy import Hierarchy
 
@@ -52,14 +52,14 @@ class Encoder(torch.nn.Module):
         self.irreps_hidden, self.irreps_latent = o3.Irreps(irreps_hidden), o3.Irreps(irreps_latent)
         self.r_max = r_max
         conv_kwargs = dict(conv_kwargs, r_max=r_max)
-        self.embed = o3.Linear(o3.Irreps(f"{num_species}x0e"), self.irreps_hidden)
+        self.embed = Linear(o3.Irreps(f"{num_species}x0e"), self.irreps_hidden)
         self.num_species = num_species
         self.convs = torch.nn.ModuleList(
             torch.nn.ModuleList(GatedBlock(self.irreps_hidden, self.irreps_hidden, **conv_kwargs) for _ in range(convs_per_level))
             for _ in range(num_levels)
         )
         self.combines = torch.nn.ModuleList(Combine(self.irreps_hidden, **conv_kwargs) for _ in range(num_levels))
-        self.readout = o3.Linear(self.irreps_hidden, self.irreps_latent)
+        self.readout = Linear(self.irreps_hidden, self.irreps_latent)
 
     def forward(self, species: torch.Tensor, hierarchy: Hierarchy) -> torch.Tensor:
         """Latents ``(B, irreps_latent.dim)`` of the atoms of ``hierarchy``, their species

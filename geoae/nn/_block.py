@@ -7,6 +7,7 @@ from e3nn import o3
 
 from ._convolution import build_convolution
 from ._gate import Gate
+from ._linear import Linear
 
 __all__ = ["GatedBlock"]
 
@@ -87,7 +88,7 @@ class GatedBlock(torch.nn.Module):
         )
         self.irreps_out = self.gate.irreps_out
         self.conv = build_convolution(conv, irreps_in=self.irreps_in, irreps_out=self.gate.irreps_in, **conv_kwargs)
-        self.self_connection = o3.Linear(self.irreps_in, self.irreps_out)
+        self.self_connection = Linear(self.irreps_in, self.irreps_out)
         self.resnet = bool(resnet) and self.irreps_in == self.irreps_out
 
     def forward(

@@ -6,6 +6,7 @@ import torch
 from e3nn import o3
 from e3nn.nn import FullyConnectedNet
 
+from ._linear import Linear
 from ._radial import RadialEmbedding
 from ._scatter_tp import ScatterTensorProduct
 
@@ -100,7 +101,7 @@ class NequIPConvolution(Convolution):
 
     with :math:`Y` the spherical harmonics up to ``lmax`` (``component`` normalization),
     :math:`B` the :class:`~geoae.nn.RadialEmbedding`, the MLP an `e3nn.nn.FullyConnectedNet`
-    with SiLU, :math:`W_1`, :math:`W_2` `e3nn.o3.Linear` and :math:`\bar n` =
+    with SiLU, :math:`W_1`, :math:`W_2` :class:`~geoae.nn.Linear` (e3nn's linear map) and :math:`\bar n` =
     ``avg_num_neighbors``. The tensor product has one ``uvu`` path for each input irrep, each
     spherical harmonic and each product irrep that appears in ``irreps_out`` (as in NequIP's
     ``InteractionBlock``); output irreps reached by no path are zero. It is defined by an e3nn
@@ -175,7 +176,7 @@ class NequIPConvolution(Convolution):
             persistent=False,
         )
         self.radial = RadialEmbedding(num_basis, r_max)
-        self.linear_in = o3.Linear(self.irreps_in, self.irreps_in)
+        self.linear_in = Linear(self.irreps_in, self.irreps_in)
 
         irreps_mid = []
         instructions = []
@@ -210,7 +211,7 @@ class NequIPConvolution(Convolution):
             [num_basis] + radial_layers * [radial_hidden] + [self.tp.weight_numel],
             torch.nn.functional.silu,
         )
-        self.linear_out = o3.Linear(irreps_mid.simplify(), self.irreps_out)
+        self.linear_out = Linear(irreps_mid.simplify(), self.irreps_out)
 
     def forward(
         self,
