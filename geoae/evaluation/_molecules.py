@@ -77,6 +77,7 @@ def reconstruct_molecules(
     refine_steps: int = 0,
     candidates: int = 1,
     screen_steps: int = 50,
+    rounds: int = 0,
 ) -> tuple[ReconstructionErrors, list[tuple[ase.Atoms, ase.Atoms]]]:
     """Decode every structure of ``data`` free-running from its latent alone
     (``decode(encode(x))``, batched, no gradient) and compare it with the input.
@@ -94,6 +95,9 @@ def reconstruct_molecules(
         candidates, screen_steps: with ``refine_steps``, refine so many decodings of each
             structure (atom counts rounded other ways) ``screen_steps`` steps, and the one of
             smallest residual fully (:meth:`Autoencoder.decode_tensors`).
+        rounds: with ``refine_steps``, then decode the atoms again from the refined upper
+            levels and refine them, so many times, keeping the smaller residual
+            (:meth:`Autoencoder.decode_tensors`).
 
     Returns:
         The records of all ``B`` structures, in order (:class:`geoae.metrics.ReconstructionErrors`),
@@ -105,7 +109,7 @@ def reconstruct_molecules(
     parts, examples = [], []
     with tqdm(total=_num_structures(data), unit="structure", desc="reconstructing", disable=not progress) as bar:
         for batch in _batches(model, data, batch_size):
-            decoded = model.decode_tensors(model.encode(batch), refine_steps, candidates, screen_steps)
+            decoded = model.decode_tensors(model.encode(batch), refine_steps, candidates, screen_steps, rounds)
             parts.append(
                 reconstruction_errors(decoded, batch, model._species_index[batch.z],
                                       atomic_numbers=model.species if bonds else None, rmsd_threshold=rmsd_threshold)
@@ -186,6 +190,7 @@ def evaluate_molecules(
     refine_steps: int = 0,
     candidates: int = 1,
     screen_steps: int = 50,
+    rounds: int = 0,
     residual_threshold: float = 0.05,
 ) -> dict:
     """Reconstruct every molecule of ``data`` (default: the ``split`` of ``datamodule``, a key
@@ -205,7 +210,8 @@ def evaluate_molecules(
     files there (``num_examples`` molecules drawn beside their reconstructions). ``limit``:
     only the first ``limit`` molecules of ``data`` or of the split (None: all).
     ``refine_steps``: refine each decoding (:meth:`Autoencoder.refine`; 0: none), choosing
-    among ``candidates`` decodings by residual after ``screen_steps`` steps
+    among ``candidates`` decodings by residual after ``screen_steps`` steps, then
+    ``rounds`` times decoding the atoms again from the refined upper levels
     (:meth:`Autoencoder.decode_tensors`); refined decodings carry their residuals into the
     records, and the summary says how well ``residual <= residual_threshold`` flags the exact
     ones (under ``"residual"``). The first
@@ -225,7 +231,7 @@ def evaluate_molecules(
     errors, examples = reconstruct_molecules(
         model, data, batch_size=batch_size, rmsd_threshold=rmsd_threshold, bonds=True,
         num_examples=num_examples if output_dir is not None else 0, progress=progress, refine_steps=refine_steps,
-        candidates=candidates, screen_steps=screen_steps,
+        candidates=candidates, screen_steps=screen_steps, rounds=rounds,
     )
     summary = reconstruction_summary(errors, residual_threshold)
     if diagnose:

@@ -8,7 +8,7 @@ from ._encoder import Combine, Encoder
 from ._hierarchy import Hierarchy, build_hierarchy, num_levels_for
 from ._loss import moved_hierarchy, teacher_forced_loss
 from ._own import with_decoded_positions
-from ._refine import decoded_tree, latent_residual, refine_decoding
+from ._refine import decoded_hierarchy, decoded_tree, latent_residual, refine_decoding
 from ._select import select_structures
 
 __all__ = [
@@ -25,6 +25,7 @@ __all__ = [
     "PRETRAINED",
     "QuadraticLinear",
     "build_hierarchy",
+    "decoded_hierarchy",
     "decoded_tree",
     "flipped_counts",
     "latent_residual",

@@ -18,7 +18,7 @@ from ._decoder import Decoded, Decoder
 from ._encoder import Encoder
 from ._hierarchy import Hierarchy, build_hierarchy, level_sizes, num_levels_for
 from ._loss import teacher_forced_loss
-from ._refine import refine_decoding
+from ._refine import decoded_hierarchy, refine_decoding
 from ._select import select_structures
 
 __all__ = ["Autoencoder"]
@@ -193,7 +193,9 @@ class Autoencoder(torch.nn.Module):
         batch = self.as_batch(structures)
         return self.encoder(self._species_index[batch.z], self.hierarchy(batch))
 
-    def decode_tensors(self, latent: torch.Tensor, refine_steps: int = 0, candidates: int = 1, screen_steps: int = 50) -> Decoded:
+    def decode_tensors(
+        self, latent: torch.Tensor, refine_steps: int = 0, candidates: int = 1, screen_steps: int = 50, rounds: int = 0
+    ) -> Decoded:
         """Free-running decoding to tensors (positions, species indices, batch); with
         ``refine_steps > 0``, then :meth:`refine`.
 
@@ -203,13 +205,24 @@ class Autoencoder(torch.nn.Module):
         ``screen_steps`` steps, and refine, for each structure, the candidate with the smallest
         residual then (the one the encoder maps closest onto its latent) ``refine_steps`` steps
         from its decoding. ``screen_steps >= refine_steps`` refines every candidate fully and
-        keeps the smallest residual. Costs ``candidates * screen_steps + refine_steps`` steps.
+        keeps the smallest residual.
+
+        ``rounds > 0`` (with ``refine_steps``): then, so many times, decode the atoms again
+        from the upper levels of the refined decoding's tree as refinement moved them
+        (:func:`geoae.model.decoded_hierarchy`, :meth:`Decoder.forward`'s ``hierarchy``),
+        nearer the true ones than the decoder first placed them, so that the atoms' counts
+        and species are read as from true parents; refine that ``refine_steps`` steps, and
+        keep, for each structure, whichever of it and the decoding before has the smaller
+        residual. Costs ``candidates * screen_steps + refine_steps`` steps (``refine_steps``
+        with one candidate), and ``refine_steps`` more per round.
         """
         if candidates < 1 or (candidates > 1 and refine_steps <= 0):
             raise ValueError(
                 f"candidates must be 1, or more with refine_steps > 0 (the residual after refinement "
                 f"chooses among them); got candidates={candidates}, refine_steps={refine_steps}"
             )
+        if rounds < 0 or (rounds > 0 and refine_steps <= 0):
+            raise ValueError(f"rounds must be 0, or more with refine_steps > 0; got rounds={rounds}, refine_steps={refine_steps}")
         if candidates > 1 and screen_steps < 1:
             raise ValueError(f"screen_steps must be at least 1 to choose among candidates, got {screen_steps}")
         if not isinstance(latent, torch.Tensor) or latent.dim() != 2 or latent.shape[1] != self.latent_irreps.dim:
@@ -229,9 +242,15 @@ class Autoencoder(torch.nn.Module):
             screened = [self.refine(latent, d, steps) for d in decodings]
             choice = torch.stack([s.residual for s in screened]).argmin(dim=0)  # (B,)
             if steps == refine_steps:
-                return select_structures(screened, choice)
-            decoded = select_structures(decodings, choice)
-        return self.refine(latent, decoded, refine_steps)
+                best = select_structures(screened, choice)
+            else:
+                best = self.refine(latent, select_structures(decodings, choice), refine_steps)
+        else:
+            best = self.refine(latent, decoded, refine_steps)
+        for _ in range(rounds):
+            again = self.refine(latent, self.decoder(latent, hierarchy=decoded_hierarchy(best)), refine_steps)
+            best = select_structures([best, again], (again.residual < best.residual).long())
+        return best
 
     def refine(self, latent: torch.Tensor, decoded: Decoded, steps: int = 200, lr: float = 0.05, species_lr: float = 0.1) -> Decoded:
         """``decoded`` (from ``latent (B, latent_irreps.dim)``) with its atoms moved, and their
@@ -249,23 +268,25 @@ class Autoencoder(torch.nn.Module):
         """
         return refine_decoding(self.encoder, latent, decoded, steps, lr, species_lr)
 
-    def decode(self, latent: torch.Tensor, refine_steps: int = 0, candidates: int = 1, screen_steps: int = 50) -> list[ase.Atoms]:
+    def decode(
+        self, latent: torch.Tensor, refine_steps: int = 0, candidates: int = 1, screen_steps: int = 50, rounds: int = 0
+    ) -> list[ase.Atoms]:
         """Structures decoded from ``latent (B, latent_irreps.dim)``, centred on their centroid
-        (with ``refine_steps``, refined: :meth:`refine`; ``candidates``, ``screen_steps``:
-        :meth:`decode_tensors`)."""
+        (with ``refine_steps``, refined: :meth:`refine`; ``candidates``, ``screen_steps``,
+        ``rounds``: :meth:`decode_tensors`)."""
         with torch.no_grad():
-            out = self.decode_tensors(latent, refine_steps, candidates, screen_steps)
+            out = self.decode_tensors(latent, refine_steps, candidates, screen_steps, rounds)
         z = torch.tensor(self.species)[out.species.cpu()]  # (N,) atomic numbers
         return to_atoms(Data(pos=out.pos, z=z, batch=out.batch), out.num_structures)
 
     def reconstruct(
-        self, structures: Structures, refine_steps: int = 0, candidates: int = 1, screen_steps: int = 50
+        self, structures: Structures, refine_steps: int = 0, candidates: int = 1, screen_steps: int = 50, rounds: int = 0
     ) -> list[ase.Atoms]:
-        """``decode(encode(structures), refine_steps, candidates, screen_steps)``, each moved back
-        to its input's centroid."""
+        """``decode(encode(structures), refine_steps, candidates, screen_steps, rounds)``, each
+        moved back to its input's centroid."""
         batch = self.as_batch(structures)
         with torch.no_grad():
-            decoded = self.decode(self.encode(batch), refine_steps, candidates, screen_steps)
+            decoded = self.decode(self.encode(batch), refine_steps, candidates, screen_steps, rounds)
         centroids = scatter(batch.pos, batch.batch, dim=0, reduce="mean").double().cpu().numpy()
         for atoms, centroid in zip(decoded, centroids):
             atoms.positions += centroid

@@ -242,7 +242,28 @@ class Decoder(torch.nn.Module):
         h = self._convolve(self.convs[self.num_levels], h, hierarchy.pos[0], hierarchy.batch[0])
         return predictions, self.species(h)
 
-    def forward(self, latent: torch.Tensor, flip: int | None = None) -> Decoded:
+    def _bloom(
+        self, level: int, h: torch.Tensor, pos: torch.Tensor, batch: torch.Tensor, num_structures: int, flip: int | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The children the points ``pos (M, 3)`` of ``batch (M,)`` (features ``h (M,
+        hidden)``, convolved) bloom into at ``level``: their peaks and centre children
+        (:meth:`read_children`), the strongest kept where there are too many, duplicates
+        merged. Returns ``children (C, 3)``, ``child_batch (C,)`` (sorted) and ``edges (2,
+        E)`` (parent point -> child, each once, sorted)."""
+        prediction = BloomPrediction(level, *self.blooms[level](h))
+        parent, offset, score = self.read_children(prediction, batch, flip)  # (P,), (P, 3), (P,)
+        keep = _strongest(score, batch[parent], num_structures, 2 * self.max_points[level])
+        parent, offset = parent[keep], offset[keep]
+        order = torch.sort(batch[parent], stable=True).indices  # children sorted by structure
+        parent, offset = parent[order], offset[order]
+        child_batch = batch[parent]  # (P,)
+        label, num_children = merge_duplicates(pos[parent] + offset, child_batch, self.merge_radius)
+        children = scatter(pos[parent] + offset, label, dim=0, dim_size=num_children, reduce="mean")  # (C, 3)
+        child_batch = scatter(child_batch, label, dim=0, dim_size=num_children, reduce="min")  # (C,)
+        key = torch.unique(parent * num_children + label)  # (E,): each parent -> child edge once, sorted
+        return children, child_batch, torch.stack([key // num_children, key % num_children])
+
+    def forward(self, latent: torch.Tensor, flip: int | None = None, hierarchy: Hierarchy | None = None) -> Decoded:
         """Decode ``latent (B, irreps_latent.dim)`` from the latent alone (free running).
 
         Each structure's root sits at the origin, so decoded structures are centred on the
@@ -250,28 +271,31 @@ class Decoder(torch.nn.Module):
         ``flip``: an alternative decoding, each structure's ``flip``-th most uncertain atom
         count (of one point of the level above the atoms) rounded the other way
         (:func:`flipped_counts`; ``child_count="integral"`` only).
+
+        ``hierarchy``: a re-decoding. The points of every level above the atoms are placed as
+        in ``hierarchy`` (its ``pos``, ``batch`` and ``parent`` of levels 1 and up; a
+        structure without a root there decodes to no atom), and only the atoms bloom free
+        from them: from a refined decoding's tree (:func:`geoae.model.decoded_hierarchy`),
+        the atoms bloom from upper levels nearer the true ones than the decoder placed them.
         """
         num_structures = latent.shape[0]
-        h = self.unreadout(latent)  # (B, hidden)
-        pos = latent.new_zeros(num_structures, 3)  # (B, 3)
-        batch = torch.arange(num_structures, device=latent.device)  # (B,)
+        if hierarchy is None:
+            batch = torch.arange(num_structures, device=latent.device)  # (B,)
+            pos = latent.new_zeros(num_structures, 3)  # (B, 3)
+        else:
+            batch, pos = hierarchy.batch[-1], hierarchy.pos[-1]  # (B',), (B', 3): the roots
+        h = self.unreadout(latent[batch])  # (B', hidden)
         levels, parents = [], []  # (pos, batch) of each level and each point's parent, from the top
         for level in reversed(range(self.num_levels)):
             h = self._convolve(self.convs[level], h, pos, batch)  # (M, hidden)
-            prediction = BloomPrediction(level, *self.blooms[level](h))
-            parent, offset, score = self.read_children(prediction, batch, flip if level == 0 else None)  # (P,), (P, 3), (P,)
-            keep = _strongest(score, batch[parent], num_structures, 2 * self.max_points[level])
-            parent, offset = parent[keep], offset[keep]
-            order = torch.sort(batch[parent], stable=True).indices  # children sorted by structure
-            parent, offset = parent[order], offset[order]
-            child_batch = batch[parent]  # (P,)
-            label, num_children = merge_duplicates(pos[parent] + offset, child_batch, self.merge_radius)
-            children = scatter(pos[parent] + offset, label, dim=0, dim_size=num_children, reduce="mean")  # (C, 3)
-            child_batch = scatter(child_batch, label, dim=0, dim_size=num_children, reduce="min")  # (C,)
-            key = torch.unique(parent * num_children + label)  # (E,): each parent -> child edge once, sorted
-            edges = torch.stack([key // num_children, key % num_children])  # (2, E)
-            h = self.combines[level](h, edges, pos[edges[0]] - children[edges[1]], num_out=num_children)
-            parents.append(scatter(edges[0], edges[1], dim=0, dim_size=num_children, reduce="min"))  # (C,)
+            if hierarchy is not None and level > 0:
+                children, child_batch = hierarchy.pos[level], hierarchy.batch[level]  # (C, 3), (C,)
+                parent = hierarchy.parent[level]  # (C,)
+                edges = torch.stack([parent, torch.arange(len(parent), device=parent.device)])  # (2, C)
+            else:
+                children, child_batch, edges = self._bloom(level, h, pos, batch, num_structures, flip if level == 0 else None)
+            h = self.combines[level](h, edges, pos[edges[0]] - children[edges[1]], num_out=children.shape[0])  # (C, hidden)
+            parents.append(scatter(edges[0], edges[1], dim=0, dim_size=children.shape[0], reduce="min"))  # (C,)
             pos, batch = children, child_batch
             levels.append((pos, batch))
         h = self._convolve(self.convs[self.num_levels], h, pos, batch)

@@ -13,7 +13,7 @@ from ._decoder import Decoded
 from ._encoder import Encoder
 from ._hierarchy import Hierarchy
 
-__all__ = ["decoded_tree", "latent_residual", "refine_decoding"]
+__all__ = ["decoded_hierarchy", "decoded_tree", "latent_residual", "refine_decoding"]
 
 
 def decoded_tree(decoded: Decoded) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
@@ -48,6 +48,14 @@ def _tree_hierarchy(pos: torch.Tensor, parents: list[torch.Tensor], batches: lis
         levels.append(centre)
         weights.append(weight)
     return Hierarchy(levels, batches, weights, parents)
+
+
+def decoded_hierarchy(decoded: Decoded) -> Hierarchy:
+    """The hierarchy of ``decoded``'s atoms pooled through the tree its decoding made
+    (:func:`decoded_tree`): every point of every level the centroid of its atoms. Of a
+    refined decoding, the upper levels as refinement moved them, to decode its atoms again
+    from (:meth:`geoae.model.Decoder.forward`'s ``hierarchy``)."""
+    return _tree_hierarchy(decoded.pos, *decoded_tree(decoded))
 
 
 def latent_residual(encoder: Encoder, latent: torch.Tensor, decoded: Decoded) -> torch.Tensor:

@@ -225,14 +225,15 @@ def qm9_test_molecules(num: int) -> list[ase.Atoms]:
     return [to_atoms(test_set[i])[0] for i in range(num)]
 
 
-def moved_round_trips(model, structures, matrix, shift, refine_steps=0, candidates=1, screen_steps=50):
-    """Per structure, ``R decode(encode(x))`` and ``decode(encode(R x + t))``, both centred."""
+def moved_round_trips(model, structures, matrix, shift, *options):
+    """Per structure, ``R decode(encode(x), *options)`` and ``decode(encode(R x + t), *options)``
+    (options: :meth:`Autoencoder.decode`'s refinement), both centred."""
     moved = [atoms.copy() for atoms in structures]
     for atoms in moved:
         atoms.positions = atoms.positions @ matrix.numpy().T + shift
     with torch.no_grad():
-        first = model.decode(model.encode(structures), refine_steps, candidates, screen_steps)
-        second = model.decode(model.encode(moved), refine_steps, candidates, screen_steps)
+        first = model.decode(model.encode(structures), *options)
+        second = model.decode(model.encode(moved), *options)
     for atoms in first:
         atoms.positions = atoms.positions @ matrix.numpy().T
     return first, second
@@ -271,20 +272,21 @@ def test_encoder_reads_species_as_indices_or_as_weights():
 
 
 @pytest.mark.skipif(importlib.util.find_spec("qm9pack") is None, reason='needs qm9pack (pip install "geoae[qm9]")')
-@pytest.mark.parametrize("candidates, screen_steps", [(1, 50), (3, 50), (3, 4)], ids=["one", "all-refined", "screened"])
-def test_shipped_qm9_refined_round_trip_is_equivariant_as_point_sets(candidates, screen_steps):
+@pytest.mark.parametrize(
+    "candidates, screen_steps, rounds", [(1, 50, 0), (3, 50, 0), (3, 4, 0), (1, 50, 1)], ids=["one", "all-refined", "screened", "round"]
+)
+def test_shipped_qm9_refined_round_trip_is_equivariant_as_point_sets(candidates, screen_steps, rounds):
     """Refined decoding (positions and species; with candidates, the one of smallest residual,
-    every candidate refined fully or screened first) keeps decode(encode(R x + t)) = R decode(encode(x))."""
+    every candidate refined fully or screened first; with a round, the atoms decoded again from
+    the refined tree) keeps decode(encode(R x + t)) = R decode(encode(x))."""
     with default_dtype(torch.float64):
         model = load("qm9")
         q = torch.tensor([0.2, 0.9, -0.3, 0.1], dtype=torch.float64)
         matrix = -o3.quaternion_to_matrix(q / q.norm())
     structures = qm9_test_molecules(16)
-    first, second = moved_round_trips(
-        model, structures, matrix, shift=[0.5, 1.0, -1.5], refine_steps=10, candidates=candidates, screen_steps=screen_steps
-    )
+    first, second = moved_round_trips(model, structures, matrix, [0.5, 1.0, -1.5], 10, candidates, screen_steps, rounds)
     plain = model.decode(model.encode(structures))
-    decoded = model.decode(model.encode(structures), 10, candidates, screen_steps)
+    decoded = model.decode(model.encode(structures), 10, candidates, screen_steps, rounds)
     assert any(len(a) != len(b) or not np.allclose(a.positions, b.positions) for a, b in zip(decoded, plain))
     for i, a, b in zip(range(len(first)), first, second):
         assert a.get_chemical_formula() == b.get_chemical_formula(), f"test molecule {i}"

@@ -1,9 +1,13 @@
-"""Alternative child counts of the decoder (geoae/model/_decoder.py)."""
+"""The decoder's alternative child counts and decoding from given upper levels (geoae/model/_decoder.py)."""
 
+import numpy as np
 import pytest
 import torch
+from ase.collections import g2
 
-from geoae.model import Autoencoder, BloomPrediction, flipped_counts
+from geoae.data import tetris
+from geoae.metrics import matched_rmsd
+from geoae.model import Autoencoder, BloomPrediction, flipped_counts, load
 from geoae.sphere import integral_count, project
 from tests.utils.model import SMALL
 
@@ -50,3 +54,43 @@ def test_flip_needs_integral_counts():
     prediction = BloomPrediction(0, signals_with_integrals(), -torch.ones(3), torch.zeros(3, 3))
     with pytest.raises(ValueError, match="flip needs child_count='integral'"):
         decoder.read_children(prediction, torch.tensor([0, 0, 1]), flip=0)
+
+
+def test_decoding_from_a_hierarchy_places_its_upper_levels_and_blooms_only_the_atoms():
+    model = load("tetris")
+    batch = model.as_batch(tetris())
+    hierarchy = model.hierarchy(batch)
+    with torch.no_grad():
+        decoded = model.decoder(model.encode(batch), hierarchy=hierarchy)
+    for level in range(1, model.num_levels):
+        assert torch.equal(decoded.levels[level][0], hierarchy.pos[level])
+        assert torch.equal(decoded.levels[level][1], hierarchy.batch[level])
+        assert torch.equal(decoded.parents[level], hierarchy.parent[level])
+    # the shipped tetris model blooms every atom from the true upper levels
+    for b in range(batch.num_graphs):
+        mine, true = decoded.pos[decoded.batch == b], hierarchy.pos[0][hierarchy.batch[0] == b]
+        assert len(mine) == len(true) and matched_rmsd(mine.numpy(), np.ones(len(mine)), true.numpy(), np.ones(len(true))) < 0.05
+
+
+def test_atoms_bloomed_from_true_upper_levels_get_more_counts_right_than_free_running():
+    """The shipped qm9 model on the small molecules of ASE's g2 set (H C N O F, 3-29 atoms; not
+    QM9's geometries): 43 of 82 right atom counts from the encoder's hierarchy, 26 free running
+    (measured 2026-12-03): the upper levels' drift costs atom counts."""
+    model = load("qm9")
+    molecules = [a for a in g2 if set(a.numbers) <= {1, 6, 7, 8, 9} and 3 <= len(a) <= 29]
+    batch = model.as_batch(molecules)
+    with torch.no_grad():
+        latent = model.encode(batch)
+        free, given = model.decoder(latent), model.decoder(latent, hierarchy=model.hierarchy(batch))
+    counts = torch.bincount(batch.batch)
+    right = [int((torch.bincount(d.batch, minlength=len(molecules)) == counts).sum()) for d in (free, given)]
+    assert right[1] >= right[0] + 10, right
+
+
+def test_a_structure_without_a_root_in_the_hierarchy_decodes_to_no_atom():
+    model = load("tetris")
+    batch = model.as_batch(tetris()[:2])
+    hierarchy = model.hierarchy(model.as_batch(tetris()[:1]))  # roots of structure 0 only
+    with torch.no_grad():
+        decoded = model.decoder(model.encode(batch), hierarchy=hierarchy)
+    assert decoded.num_structures == 2 and len(decoded.pos) > 0 and (decoded.batch == 0).all()

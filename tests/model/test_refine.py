@@ -9,7 +9,7 @@ from torch_geometric.data import Batch
 
 from geoae.data import tetris
 from geoae.metrics import matched_rmsd
-from geoae.model import Autoencoder, Decoded, decoded_tree, latent_residual, load, refine_decoding
+from geoae.model import Autoencoder, Decoded, decoded_hierarchy, decoded_tree, latent_residual, load, refine_decoding
 from tests.utils.equivariance import assert_equivariant_both_dtypes
 from tests.utils.model import SMALL
 
@@ -31,6 +31,18 @@ def test_decoded_tree_of_the_encoders_hierarchy_is_that_hierarchy():
         assert torch.equal(parents[level], h.parent[level])
     for level in range(h.num_levels + 1):
         assert torch.equal(batches[level], h.batch[level])
+
+
+def test_decoded_hierarchy_of_the_encoders_hierarchy_is_that_hierarchy():
+    """The atoms pooled through the tree give back every level's points (centroids) and weights."""
+    model = Autoencoder(**SMALL).double()
+    batch = Batch.from_data_list(tetris(dtype=torch.float64))
+    h = model.hierarchy(batch)
+    pooled = decoded_hierarchy(true_decoding(model, batch))
+    for level in range(h.num_levels + 1):
+        torch.testing.assert_close(pooled.pos[level], h.pos[level], atol=1e-12, rtol=0)
+        torch.testing.assert_close(pooled.weight[level], h.weight[level], atol=0, rtol=0)
+        assert torch.equal(pooled.batch[level], h.batch[level])
 
 
 def test_decoded_tree_drops_points_without_children():

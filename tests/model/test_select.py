@@ -6,7 +6,7 @@ import pytest
 import torch
 from ase.build import molecule
 
-from geoae.model import Decoded, decoded_tree, latent_residual, load, select_structures
+from geoae.model import Decoded, decoded_hierarchy, decoded_tree, latent_residual, load, select_structures
 
 MOLECULES = ["CH3OH", "CH3CN", "C6H6", "CH3COOH", "HCOOCH3", "CH3CH2OH"]
 
@@ -100,3 +100,23 @@ def test_candidates_need_refinement(qm9_candidates, candidates, steps):
     model, latent, _ = qm9_candidates
     with pytest.raises(ValueError, match="candidates must be 1, or more with refine_steps > 0"):
         model.decode_tensors(latent, refine_steps=steps, candidates=candidates)
+
+
+def test_rounds_decode_the_atoms_again_from_the_refined_tree_and_keep_the_smaller_residual(qm9_candidates):
+    model, latent, _ = qm9_candidates
+    with torch.no_grad():
+        first = model.refine(latent, model.decoder(latent), steps=5)
+        again = model.refine(latent, model.decoder(latent, hierarchy=decoded_hierarchy(first)), steps=5)
+        chosen = model.decode_tensors(latent, refine_steps=5, rounds=1)
+    assert (again.residual < first.residual).any()  # the round won somewhere: the choice is not trivial
+    expected = select_structures([first, again], (again.residual < first.residual).long())
+    torch.testing.assert_close(chosen.residual, torch.minimum(first.residual, again.residual))
+    assert torch.equal(chosen.batch, expected.batch) and torch.equal(chosen.species, expected.species)
+    torch.testing.assert_close(chosen.pos, expected.pos)
+
+
+@pytest.mark.parametrize("rounds, steps", [(-1, 5), (1, 0)])
+def test_rounds_need_refinement(qm9_candidates, rounds, steps):
+    model, latent, _ = qm9_candidates
+    with pytest.raises(ValueError, match="rounds must be 0, or more with refine_steps > 0"):
+        model.decode_tensors(latent, refine_steps=steps, rounds=rounds)
