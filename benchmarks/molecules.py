@@ -10,7 +10,8 @@ Stages of one batch, timed separately: the pooling hierarchy (symmetric clusteri
 parameters), the encoder network, and the decoder split into its networks and
 peak finding (``geoae.sphere.find_peaks`` or ``find_counted_peaks``); with ``--refine-steps``,
 decoding refined through the encoder (``Autoencoder.refine``; of ``--candidates`` decodings
-each, screened ``--screen-steps`` steps, then ``--rounds`` re-decodings) beside plain decoding. Peak memory is the process's resident-set high-water mark (CPU) or
+each, screened ``--screen-steps`` steps, then ``--rounds`` re-decodings) beside plain
+decoding. Peak memory is the process's resident-set high-water mark (CPU) or
 ``torch.cuda.max_memory_allocated`` (GPU) after each phase.
 
     python benchmarks/molecules.py [--checkpoint qm9] [--batch-sizes 32 128 512] [--molecules 512]

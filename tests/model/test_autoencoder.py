@@ -273,7 +273,9 @@ def test_encoder_reads_species_as_indices_or_as_weights():
 
 @pytest.mark.skipif(importlib.util.find_spec("qm9pack") is None, reason='needs qm9pack (pip install "geoae[qm9]")')
 @pytest.mark.parametrize(
-    "candidates, screen_steps, rounds", [(1, 50, 0), (3, 50, 0), (3, 4, 0), (1, 50, 1)], ids=["one", "all-refined", "screened", "round"]
+    "candidates, screen_steps, rounds",
+    [(1, 50, 0), (3, 50, 0), (3, 4, 0), (1, 50, 1)],
+    ids=["one", "all-refined", "screened", "round"],
 )
 def test_shipped_qm9_refined_round_trip_is_equivariant_as_point_sets(candidates, screen_steps, rounds):
     """Refined decoding (positions and species; with candidates, the one of smallest residual,
