@@ -236,11 +236,15 @@ class Decoder(torch.nn.Module):
             pos, batch = hierarchy.pos[level + 1], hierarchy.batch[level + 1]
             h = self._convolve(self.convs[level], h, pos, batch)  # (M, hidden)
             predictions.append(BloomPrediction(level, *self.blooms[level](h)))
-            parent, children = hierarchy.parent[level], hierarchy.pos[level]  # (N_l,), (N_l, 3)
-            edges = torch.stack([parent, torch.arange(len(parent), device=parent.device)])  # (2, N_l)
-            h = self.combines[level](h, edges, pos[parent] - children, num_out=children.shape[0])  # (N_l, hidden)
+            h = self._combine_given(level, h, pos, hierarchy.pos[level], hierarchy.parent[level])  # (N_l, hidden)
         h = self._convolve(self.convs[self.num_levels], h, hierarchy.pos[0], hierarchy.batch[0])
         return predictions, self.species(h)
+
+    def _combine_given(self, level: int, h: torch.Tensor, pos: torch.Tensor, children: torch.Tensor, parent: torch.Tensor) -> torch.Tensor:
+        """Features ``(C, hidden)`` of given ``children (C, 3)`` of the points ``pos (M, 3)``
+        (features ``h (M, hidden)``), each child under its ``parent (C,)``."""
+        edges = torch.stack([parent, torch.arange(len(parent), device=parent.device)])  # (2, C)
+        return self.combines[level](h, edges, pos[parent] - children, num_out=children.shape[0])
 
     def _bloom(
         self, level: int, h: torch.Tensor, pos: torch.Tensor, batch: torch.Tensor, num_structures: int, flip: int | None
@@ -289,13 +293,13 @@ class Decoder(torch.nn.Module):
         for level in reversed(range(self.num_levels)):
             h = self._convolve(self.convs[level], h, pos, batch)  # (M, hidden)
             if hierarchy is not None and level > 0:
-                children, child_batch = hierarchy.pos[level], hierarchy.batch[level]  # (C, 3), (C,)
-                parent = hierarchy.parent[level]  # (C,)
-                edges = torch.stack([parent, torch.arange(len(parent), device=parent.device)])  # (2, C)
+                children, child_batch, parent = hierarchy.pos[level], hierarchy.batch[level], hierarchy.parent[level]  # (C, 3), (C,), (C,)
+                h = self._combine_given(level, h, pos, children, parent)  # (C, hidden)
             else:
                 children, child_batch, edges = self._bloom(level, h, pos, batch, num_structures, flip if level == 0 else None)
-            h = self.combines[level](h, edges, pos[edges[0]] - children[edges[1]], num_out=children.shape[0])  # (C, hidden)
-            parents.append(scatter(edges[0], edges[1], dim=0, dim_size=children.shape[0], reduce="min"))  # (C,)
+                h = self.combines[level](h, edges, pos[edges[0]] - children[edges[1]], num_out=children.shape[0])  # (C, hidden)
+                parent = scatter(edges[0], edges[1], dim=0, dim_size=children.shape[0], reduce="min")  # (C,): the first
+            parents.append(parent)
             pos, batch = children, child_batch
             levels.append((pos, batch))
         h = self._convolve(self.convs[self.num_levels], h, pos, batch)
