@@ -9,7 +9,7 @@ from ._hierarchy import Hierarchy, build_hierarchy, num_levels_for
 from ._loss import moved_hierarchy, teacher_forced_loss
 from ._own import with_decoded_positions
 from ._refine import decoded_hierarchy, decoded_tree, latent_residual, refine_decoding
-from ._select import select_structures
+from ._select import regroup_structures, select_structures, take_structures
 
 __all__ = [
     "Autoencoder",
@@ -34,8 +34,10 @@ __all__ = [
     "moved_hierarchy",
     "num_levels_for",
     "refine_decoding",
+    "regroup_structures",
     "save",
     "select_structures",
+    "take_structures",
     "teacher_forced_loss",
     "with_decoded_positions",
 ]

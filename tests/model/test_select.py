@@ -6,7 +6,16 @@ import pytest
 import torch
 from ase.build import molecule
 
-from geoae.model import Decoded, decoded_hierarchy, decoded_tree, latent_residual, load, select_structures
+from geoae.model import (
+    Decoded,
+    decoded_hierarchy,
+    decoded_tree,
+    latent_residual,
+    load,
+    regroup_structures,
+    select_structures,
+    take_structures,
+)
 
 MOLECULES = ["CH3OH", "CH3CN", "C6H6", "CH3COOH", "HCOOCH3", "CH3CH2OH"]
 
@@ -26,6 +35,15 @@ def leaves(value) -> list:
     return [leaf for item in value for leaf in leaves(item)] if isinstance(value, tuple) else [value]
 
 
+def assert_same(a: Decoded, b: Decoded) -> None:
+    """Every field of two decodings equal."""
+    for field in dataclasses.fields(Decoded):
+        x, y = leaves(getattr(a, field.name)), leaves(getattr(b, field.name))
+        assert len(x) == len(y), field.name
+        for u, v in zip(x, y):
+            assert torch.equal(u, v) if isinstance(u, torch.Tensor) else u == v, field.name
+
+
 def structure(decoded: Decoded, b: int) -> tuple[torch.Tensor, torch.Tensor]:
     mask = decoded.batch == b
     return decoded.pos[mask], decoded.species[mask]
@@ -34,12 +52,7 @@ def structure(decoded: Decoded, b: int) -> tuple[torch.Tensor, torch.Tensor]:
 @pytest.mark.parametrize("k", [0, 1])
 def test_choosing_one_candidate_everywhere_gives_it_back(qm9_candidates, k):
     _, _, candidates = qm9_candidates
-    chosen = select_structures(candidates, torch.full((len(MOLECULES),), k))
-    for field in dataclasses.fields(Decoded):
-        a, b = leaves(getattr(chosen, field.name)), leaves(getattr(candidates[k], field.name))
-        assert len(a) == len(b), field.name
-        for x, y in zip(a, b):
-            assert torch.equal(x, y) if isinstance(x, torch.Tensor) else x == y, field.name
+    assert_same(select_structures(candidates, torch.full((len(MOLECULES),), k)), candidates[k])
 
 
 def test_mixed_choice_takes_each_structure_and_its_tree_from_its_candidate(qm9_candidates):
@@ -107,7 +120,7 @@ def test_rounds_decode_the_atoms_again_from_the_refined_tree_and_keep_the_smalle
     with torch.no_grad():
         first = model.refine(latent, model.decoder(latent), steps=5)
         again = model.refine(latent, model.decoder(latent, hierarchy=decoded_hierarchy(first)), steps=5)
-        chosen = model.decode_tensors(latent, refine_steps=5, rounds=1)
+        chosen = model.decode_tensors(latent, refine_steps=5, rounds=1, settled=0.0)
     assert (again.residual < first.residual).any()  # the round won somewhere: the choice is not trivial
     expected = select_structures([first, again], (again.residual < first.residual).long())
     torch.testing.assert_close(chosen.residual, torch.minimum(first.residual, again.residual))
@@ -120,3 +133,68 @@ def test_rounds_need_refinement(qm9_candidates, rounds, steps):
     model, latent, _ = qm9_candidates
     with pytest.raises(ValueError, match="rounds must be 0, or more with refine_steps > 0"):
         model.decode_tensors(latent, refine_steps=steps, rounds=rounds)
+
+
+@pytest.fixture(scope="module")
+def refined(qm9_candidates):
+    """A refined decoding (with residuals) of the molecules' latents, its structures of differing sizes."""
+    model, latent, _ = qm9_candidates
+    with torch.no_grad():
+        return model.refine(latent, model.decoder(latent, flip=0), steps=3)
+
+
+def test_taking_structures_keeps_each_with_its_tree_and_residual(qm9_candidates, refined):
+    model, latent, _ = qm9_candidates
+    index = torch.tensor([4, 1, 2])
+    part = take_structures(refined, index)
+    assert part.num_structures == 3 and torch.equal(part.batch, torch.sort(part.batch).values)
+    for i, b in enumerate(index.tolist()):
+        for x, y in zip(structure(part, i), structure(refined, b)):
+            assert torch.equal(x, y)
+    torch.testing.assert_close(part.residual, refined.residual[index])
+    # the tree came along, re-indexed: through it the encoder gives each structure's residual again
+    torch.testing.assert_close(latent_residual(model.encoder, latent[index], part), refined.residual[index])
+
+
+def test_structures_taken_in_any_order_and_put_back_give_the_decoding_back(refined):
+    order = torch.tensor([3, 0, 5, 1, 4, 2])
+    assert_same(regroup_structures([take_structures(refined, order)], [order], len(order)), refined)
+
+
+def test_structures_given_by_no_decoding_have_no_atom_and_an_infinite_residual(refined):
+    index = torch.tensor([2, 4])
+    placed = regroup_structures([take_structures(refined, index)], [index], 6)
+    assert set(placed.batch.tolist()) == {2, 4}
+    assert torch.equal(placed.residual.isinf(), torch.tensor([True, True, False, True, False, True]))
+    assert_same(take_structures(placed, index), take_structures(refined, index))
+
+
+@pytest.mark.parametrize(
+    "targets, match",
+    [
+        ([torch.tensor([0, 1, 2, 3, 4, 4])], "each at most once"),
+        ([torch.tensor([0, 1, 2, 3, 4, 6])], r"must name structures 0..5"),
+        ([torch.tensor([0, 1, 2])], r"one \(num_structures,\) tensor per decoding"),
+    ],
+)
+def test_regrouping_errors(refined, targets, match):
+    with pytest.raises(ValueError, match=match):
+        regroup_structures([refined], targets, 6)
+    with pytest.raises(ValueError, match="distinct structures"):
+        take_structures(refined, torch.tensor([1, 1]))
+
+
+def test_rounds_leave_settled_structures_alone(qm9_candidates):
+    model, latent, _ = qm9_candidates
+    with torch.no_grad():
+        first = model.decode_tensors(latent, refine_steps=5)
+        settled = float(first.residual.median())  # half the structures settled
+        every = model.decode_tensors(latent, refine_steps=5, rounds=1, settled=0.0)
+        chosen = model.decode_tensors(latent, refine_steps=5, rounds=1, settled=settled)
+    left = first.residual <= settled  # (B,)
+    assert left.any() and (~left).any() and (every.residual < first.residual)[left].any()  # a round would have changed one
+    expected = select_structures([every, first], left.long())  # structures refine independently of each other
+    torch.testing.assert_close(chosen.residual, expected.residual, atol=1e-6, rtol=1e-5)
+    assert torch.equal(chosen.batch, expected.batch) and torch.equal(chosen.species, expected.species)
+    torch.testing.assert_close(chosen.pos, expected.pos, atol=1e-5, rtol=0)
+    assert_same(take_structures(chosen, left.nonzero().flatten()), take_structures(first, left.nonzero().flatten()))
