@@ -19,7 +19,7 @@ from ._encoder import Encoder
 from ._hierarchy import Hierarchy, build_hierarchy, level_sizes, num_levels_for
 from ._loss import teacher_forced_loss
 from ._refine import decoded_hierarchy, refine_decoding
-from ._select import select_structures
+from ._select import regroup_structures, select_structures, take_structures
 
 __all__ = ["Autoencoder"]
 
@@ -194,7 +194,13 @@ class Autoencoder(torch.nn.Module):
         return self.encoder(self._species_index[batch.z], self.hierarchy(batch))
 
     def decode_tensors(
-        self, latent: torch.Tensor, refine_steps: int = 0, candidates: int = 1, screen_steps: int = 50, rounds: int = 0
+        self,
+        latent: torch.Tensor,
+        refine_steps: int = 0,
+        candidates: int = 1,
+        screen_steps: int = 50,
+        rounds: int = 0,
+        settled: float = 1e-3,
     ) -> Decoded:
         """Free-running decoding to tensors (positions, species indices, batch); with
         ``refine_steps > 0``, then :meth:`refine`.
@@ -213,8 +219,10 @@ class Autoencoder(torch.nn.Module):
         nearer the true ones than the decoder first placed them, so that the atoms' counts
         and species are read as from true parents; refine that ``refine_steps`` steps, and
         keep, for each structure, whichever of it and the decoding before has the smaller
-        residual. Costs ``candidates * screen_steps + refine_steps`` steps (``refine_steps``
-        with one candidate), and ``refine_steps`` more per round.
+        residual. A round leaves alone the structures whose residual is ``settled`` or less
+        (near zero: very likely right already). Costs ``candidates * screen_steps +
+        refine_steps`` steps (``refine_steps`` with one candidate), and ``refine_steps`` more
+        per round for the structures not settled.
         """
         if candidates < 1 or (candidates > 1 and refine_steps <= 0):
             raise ValueError(
@@ -248,7 +256,12 @@ class Autoencoder(torch.nn.Module):
         else:
             best = self.refine(latent, decoded, refine_steps)
         for _ in range(rounds):
-            again = self.refine(latent, self.decoder(latent, hierarchy=decoded_hierarchy(best)), refine_steps)
+            open_ = (best.residual > settled).nonzero().flatten()  # (K,): the structures a round decodes again
+            if len(open_) == 0:
+                break
+            part = take_structures(best, open_)
+            again = self.refine(latent[open_], self.decoder(latent[open_], hierarchy=decoded_hierarchy(part)), refine_steps)
+            again = regroup_structures([again], [open_], best.num_structures)  # back among all (the others: no atom)
             best = select_structures([best, again], (again.residual < best.residual).long())
         return best
 
@@ -268,25 +281,20 @@ class Autoencoder(torch.nn.Module):
         """
         return refine_decoding(self.encoder, latent, decoded, steps, lr, species_lr)
 
-    def decode(
-        self, latent: torch.Tensor, refine_steps: int = 0, candidates: int = 1, screen_steps: int = 50, rounds: int = 0
-    ) -> list[ase.Atoms]:
-        """Structures decoded from ``latent (B, latent_irreps.dim)``, centred on their centroid
-        (with ``refine_steps``, refined: :meth:`refine`; ``candidates``, ``screen_steps``,
-        ``rounds``: :meth:`decode_tensors`)."""
+    def decode(self, latent: torch.Tensor, **options) -> list[ase.Atoms]:
+        """Structures decoded from ``latent (B, latent_irreps.dim)``, centred on their centroid;
+        ``options``: :meth:`decode_tensors`' refinement (``refine_steps``, ``candidates``,
+        ``screen_steps``, ``rounds``, ``settled``)."""
         with torch.no_grad():
-            out = self.decode_tensors(latent, refine_steps, candidates, screen_steps, rounds)
+            out = self.decode_tensors(latent, **options)
         z = torch.tensor(self.species)[out.species.cpu()]  # (N,) atomic numbers
         return to_atoms(Data(pos=out.pos, z=z, batch=out.batch), out.num_structures)
 
-    def reconstruct(
-        self, structures: Structures, refine_steps: int = 0, candidates: int = 1, screen_steps: int = 50, rounds: int = 0
-    ) -> list[ase.Atoms]:
-        """``decode(encode(structures), refine_steps, candidates, screen_steps, rounds)``, each
-        moved back to its input's centroid."""
+    def reconstruct(self, structures: Structures, **options) -> list[ase.Atoms]:
+        """``decode(encode(structures), **options)``, each moved back to its input's centroid."""
         batch = self.as_batch(structures)
         with torch.no_grad():
-            decoded = self.decode(self.encode(batch), refine_steps, candidates, screen_steps, rounds)
+            decoded = self.decode(self.encode(batch), **options)
         centroids = scatter(batch.pos, batch.batch, dim=0, reduce="mean").double().cpu().numpy()
         for atoms, centroid in zip(decoded, centroids):
             atoms.positions += centroid

@@ -225,15 +225,15 @@ def qm9_test_molecules(num: int) -> list[ase.Atoms]:
     return [to_atoms(test_set[i])[0] for i in range(num)]
 
 
-def moved_round_trips(model, structures, matrix, shift, *options):
-    """Per structure, ``R decode(encode(x), *options)`` and ``decode(encode(R x + t), *options)``
+def moved_round_trips(model, structures, matrix, shift, **options):
+    """Per structure, ``R decode(encode(x), **options)`` and ``decode(encode(R x + t), **options)``
     (options: :meth:`Autoencoder.decode`'s refinement), both centred."""
     moved = [atoms.copy() for atoms in structures]
     for atoms in moved:
         atoms.positions = atoms.positions @ matrix.numpy().T + shift
     with torch.no_grad():
-        first = model.decode(model.encode(structures), *options)
-        second = model.decode(model.encode(moved), *options)
+        first = model.decode(model.encode(structures), **options)
+        second = model.decode(model.encode(moved), **options)
     for atoms in first:
         atoms.positions = atoms.positions @ matrix.numpy().T
     return first, second
@@ -286,9 +286,10 @@ def test_shipped_qm9_refined_round_trip_is_equivariant_as_point_sets(candidates,
         q = torch.tensor([0.2, 0.9, -0.3, 0.1], dtype=torch.float64)
         matrix = -o3.quaternion_to_matrix(q / q.norm())
     structures = qm9_test_molecules(16)
-    first, second = moved_round_trips(model, structures, matrix, [0.5, 1.0, -1.5], 10, candidates, screen_steps, rounds)
+    options = dict(refine_steps=10, candidates=candidates, screen_steps=screen_steps, rounds=rounds)
+    first, second = moved_round_trips(model, structures, matrix, [0.5, 1.0, -1.5], **options)
     plain = model.decode(model.encode(structures))
-    decoded = model.decode(model.encode(structures), 10, candidates, screen_steps, rounds)
+    decoded = model.decode(model.encode(structures), **options)
     assert any(len(a) != len(b) or not np.allclose(a.positions, b.positions) for a, b in zip(decoded, plain))
     for i, a, b in zip(range(len(first)), first, second):
         assert a.get_chemical_formula() == b.get_chemical_formula(), f"test molecule {i}"
