@@ -78,6 +78,7 @@ def reconstruct_molecules(
     candidates: int = 1,
     screen_steps: int = 50,
     rounds: int = 0,
+    settled: float = 1e-3,
 ) -> tuple[ReconstructionErrors, list[tuple[ase.Atoms, ase.Atoms]]]:
     """Decode every structure of ``data`` free-running from its latent alone
     (``decode(encode(x))``, batched, no gradient) and compare it with the input.
@@ -96,8 +97,8 @@ def reconstruct_molecules(
             structure (atom counts rounded other ways) ``screen_steps`` steps, and the one of
             smallest residual fully (:meth:`Autoencoder.decode_tensors`).
         rounds: with ``refine_steps``, then decode the atoms again from the refined upper
-            levels and refine them, so many times, keeping the smaller residual
-            (:meth:`Autoencoder.decode_tensors`).
+            levels and refine them, so many times, keeping the smaller residual, except for
+            structures whose residual is ``settled`` or less (:meth:`Autoencoder.decode_tensors`).
 
     Returns:
         The records of all ``B`` structures, in order (:class:`geoae.metrics.ReconstructionErrors`),
@@ -109,7 +110,7 @@ def reconstruct_molecules(
     parts, examples = [], []
     with tqdm(total=_num_structures(data), unit="structure", desc="reconstructing", disable=not progress) as bar:
         for batch in _batches(model, data, batch_size):
-            decoded = model.decode_tensors(model.encode(batch), refine_steps, candidates, screen_steps, rounds)
+            decoded = model.decode_tensors(model.encode(batch), refine_steps, candidates, screen_steps, rounds, settled)
             parts.append(
                 reconstruction_errors(decoded, batch, model._species_index[batch.z],
                                       atomic_numbers=model.species if bonds else None, rmsd_threshold=rmsd_threshold)
@@ -191,6 +192,7 @@ def evaluate_molecules(
     candidates: int = 1,
     screen_steps: int = 50,
     rounds: int = 0,
+    settled: float = 1e-3,
     residual_threshold: float = 0.05,
 ) -> dict:
     """Reconstruct every molecule of ``data`` (default: the ``split`` of ``datamodule``, a key
@@ -211,8 +213,8 @@ def evaluate_molecules(
     only the first ``limit`` molecules of ``data`` or of the split (None: all).
     ``refine_steps``: refine each decoding (:meth:`Autoencoder.refine`; 0: none), choosing
     among ``candidates`` decodings by residual after ``screen_steps`` steps, then
-    ``rounds`` times decoding the atoms again from the refined upper levels
-    (:meth:`Autoencoder.decode_tensors`); refined decodings carry their residuals into the
+    ``rounds`` times decoding the atoms again from the refined upper levels, for the molecules
+    whose residual is above ``settled`` (:meth:`Autoencoder.decode_tensors`); refined decodings carry their residuals into the
     records, and the summary says how well ``residual <= residual_threshold`` flags the exact
     ones (under ``"residual"``). The first
     ``diagnose`` molecules are also decoded teacher forced, each level judged on its
@@ -231,7 +233,7 @@ def evaluate_molecules(
     errors, examples = reconstruct_molecules(
         model, data, batch_size=batch_size, rmsd_threshold=rmsd_threshold, bonds=True,
         num_examples=num_examples if output_dir is not None else 0, progress=progress, refine_steps=refine_steps,
-        candidates=candidates, screen_steps=screen_steps, rounds=rounds,
+        candidates=candidates, screen_steps=screen_steps, rounds=rounds, settled=settled,
     )
     summary = reconstruction_summary(errors, residual_threshold)
     if diagnose:
