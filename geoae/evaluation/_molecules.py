@@ -214,9 +214,9 @@ def evaluate_molecules(
     ``refine_steps``: refine each decoding (:meth:`Autoencoder.refine`; 0: none), choosing
     among ``candidates`` decodings by residual after ``screen_steps`` steps, then
     ``rounds`` times decoding the atoms again from the refined upper levels, for the molecules
-    whose residual is above ``settled`` (:meth:`Autoencoder.decode_tensors`); refined decodings carry their residuals into the
-    records, and the summary says how well ``residual <= residual_threshold`` flags the exact
-    ones (under ``"residual"``). The first
+    whose residual is above ``settled`` (:meth:`Autoencoder.decode_tensors`); refined
+    decodings carry their residuals into the records, and the summary says how well
+    ``residual <= residual_threshold`` flags the exact ones (under ``"residual"``). The first
     ``diagnose`` molecules are also decoded teacher forced, each level judged on its
     own (:func:`level_errors`, under ``"teacher_forced"``), and each level of their free-running
     decodings is compared with the encoder's hierarchy (:func:`free_running_level_errors`,

@@ -256,12 +256,12 @@ class Autoencoder(torch.nn.Module):
         else:
             best = self.refine(latent, decoded, refine_steps)
         for _ in range(rounds):
-            open_ = (best.residual > settled).nonzero().flatten()  # (K,): the structures a round decodes again
-            if len(open_) == 0:
+            unsettled = (best.residual > settled).nonzero().flatten()  # (K,): the structures a round decodes again
+            if len(unsettled) == 0:
                 break
-            part = take_structures(best, open_)
-            again = self.refine(latent[open_], self.decoder(latent[open_], hierarchy=decoded_hierarchy(part)), refine_steps)
-            again = regroup_structures([again], [open_], best.num_structures)  # back among all (the others: no atom)
+            part, latent_part = take_structures(best, unsettled), latent[unsettled]
+            again = self.refine(latent_part, self.decoder(latent_part, hierarchy=decoded_hierarchy(part)), refine_steps)
+            again = regroup_structures([again], [unsettled], best.num_structures)  # back among all (the others: no atom)
             best = select_structures([best, again], (again.residual < best.residual).long())
         return best
 
