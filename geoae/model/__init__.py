@@ -8,7 +8,7 @@ from ._encoder import Combine, Encoder
 from ._hierarchy import Hierarchy, build_hierarchy, num_levels_for
 from ._loss import moved_hierarchy, teacher_forced_loss
 from ._own import with_decoded_positions
-from ._refine import decoded_hierarchy, decoded_tree, latent_residual, refine_decoding
+from ._refine import decoded_hierarchy, decoded_tree, feedback_latent, latent_residual, refine_decoding
 from ._select import regroup_structures, select_structures, take_structures
 
 __all__ = [
@@ -27,6 +27,7 @@ __all__ = [
     "build_hierarchy",
     "decoded_hierarchy",
     "decoded_tree",
+    "feedback_latent",
     "flipped_counts",
     "latent_residual",
     "load",

@@ -18,7 +18,7 @@ from ._decoder import Decoded, Decoder
 from ._encoder import Encoder
 from ._hierarchy import Hierarchy, build_hierarchy, level_sizes, num_levels_for
 from ._loss import teacher_forced_loss
-from ._refine import decoded_hierarchy, refine_decoding
+from ._refine import decoded_hierarchy, feedback_latent, refine_decoding
 from ._select import regroup_structures, select_structures, take_structures
 
 __all__ = ["Autoencoder"]
@@ -201,6 +201,8 @@ class Autoencoder(torch.nn.Module):
         screen_steps: int = 50,
         rounds: int = 0,
         settled: float = 1e-3,
+        feedback_rounds: int = 0,
+        feedback: float = 2.0,
     ) -> Decoded:
         """Free-running decoding to tensors (positions, species indices, batch); with
         ``refine_steps > 0``, then :meth:`refine`.
@@ -220,17 +222,26 @@ class Autoencoder(torch.nn.Module):
         and species are read as from true parents; refine that ``refine_steps`` steps, and
         keep, for each structure, whichever of it and the decoding before has the smaller
         residual. A round leaves alone the structures whose residual is ``settled`` or less
-        (near zero: very likely right already). Costs ``candidates * screen_steps +
-        refine_steps`` steps (``refine_steps`` with one candidate), and ``refine_steps`` more
-        per round for the structures not settled.
+        (near zero: very likely right already).
+
+        ``feedback_rounds > 0`` (with ``refine_steps``): then so many rounds more, each with
+        the decoder reading, instead of the latent, the latent plus ``feedback`` times what
+        the decoding so far misses of it (:func:`geoae.model.feedback_latent`), so that the
+        atoms' counts and species lean towards what is missing; refined against the latent
+        itself and kept where its residual is smaller, as in the rounds before.
+
+        Costs ``candidates * screen_steps + refine_steps`` steps (``refine_steps`` with one
+        candidate), and ``refine_steps`` more per round (of either kind) for the structures
+        not settled.
         """
         if candidates < 1 or (candidates > 1 and refine_steps <= 0):
             raise ValueError(
                 f"candidates must be 1, or more with refine_steps > 0 (the residual after refinement "
                 f"chooses among them); got candidates={candidates}, refine_steps={refine_steps}"
             )
-        if rounds < 0 or (rounds > 0 and refine_steps <= 0):
-            raise ValueError(f"rounds must be 0, or more with refine_steps > 0; got rounds={rounds}, refine_steps={refine_steps}")
+        for name, value in (("rounds", rounds), ("feedback_rounds", feedback_rounds)):
+            if value < 0 or (value > 0 and refine_steps <= 0):
+                raise ValueError(f"{name} must be 0, or more with refine_steps > 0; got {name}={value}, refine_steps={refine_steps}")
         if candidates > 1 and screen_steps < 1:
             raise ValueError(f"screen_steps must be at least 1 to choose among candidates, got {screen_steps}")
         if not isinstance(latent, torch.Tensor) or latent.dim() != 2 or latent.shape[1] != self.latent_irreps.dim:
@@ -255,12 +266,13 @@ class Autoencoder(torch.nn.Module):
                 best = self.refine(latent, select_structures(decodings, choice), refine_steps)
         else:
             best = self.refine(latent, decoded, refine_steps)
-        for _ in range(rounds):
+        for k in range(rounds + feedback_rounds):
             unsettled = (best.residual > settled).nonzero().flatten()  # (K,): the structures a round decodes again
             if len(unsettled) == 0:
                 break
             part, latent_part = take_structures(best, unsettled), latent[unsettled]
-            again = self.refine(latent_part, self.decoder(latent_part, hierarchy=decoded_hierarchy(part)), refine_steps)
+            guide = latent_part if k < rounds else feedback_latent(self.encoder, latent_part, part, feedback)  # (K, latent)
+            again = self.refine(latent_part, self.decoder(guide, hierarchy=decoded_hierarchy(part)), refine_steps)
             again = regroup_structures([again], [unsettled], best.num_structures)  # back among all (the others: no atom)
             best = select_structures([best, again], (again.residual < best.residual).long())
         return best
@@ -284,7 +296,7 @@ class Autoencoder(torch.nn.Module):
     def decode(self, latent: torch.Tensor, **options) -> list[ase.Atoms]:
         """Structures decoded from ``latent (B, latent_irreps.dim)``, centred on their centroid;
         ``options``: :meth:`decode_tensors`' refinement (``refine_steps``, ``candidates``,
-        ``screen_steps``, ``rounds``, ``settled``)."""
+        ``screen_steps``, ``rounds``, ``settled``, ``feedback_rounds``, ``feedback``)."""
         with torch.no_grad():
             out = self.decode_tensors(latent, **options)
         z = torch.tensor(self.species)[out.species.cpu()]  # (N,) atomic numbers

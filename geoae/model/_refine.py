@@ -13,7 +13,7 @@ from ._decoder import Decoded
 from ._encoder import Encoder
 from ._hierarchy import Hierarchy
 
-__all__ = ["decoded_hierarchy", "decoded_tree", "latent_residual", "refine_decoding"]
+__all__ = ["decoded_hierarchy", "decoded_tree", "feedback_latent", "latent_residual", "refine_decoding"]
 
 
 def decoded_tree(decoded: Decoded) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
@@ -67,13 +67,36 @@ def latent_residual(encoder: Encoder, latent: torch.Tensor, decoded: Decoded) ->
     return _residual(encoder, latent, decoded, *decoded_tree(decoded))
 
 
+def feedback_latent(encoder: Encoder, latent: torch.Tensor, decoded: Decoded, gain: float) -> torch.Tensor:
+    """``latent + gain * (latent - encoder(atoms))`` ``(B, latent)``: each structure's latent
+    with what ``decoded`` misses of it (the encoder pooling its atoms through the tree the
+    decoding made, :func:`decoded_tree`) added ``gain`` times; ``latent`` itself for a
+    structure decoded to no atom. For the decoder to read instead of ``latent``: its counts
+    and species pushed towards what the decoding lacks (:meth:`geoae.model.Autoencoder.decode_tensors`'
+    ``feedback_rounds``). Equivariant like the latent; ``latent`` for a right decoding.
+    """
+    guide = latent.clone()  # (B, latent)
+    if decoded.pos.shape[0] == 0:
+        return guide
+    encoded, roots = _encoded(encoder, decoded, *decoded_tree(decoded))  # (B', latent), (B',)
+    guide[roots] += gain * (latent[roots] - encoded)
+    return guide
+
+
+def _encoded(encoder: Encoder, decoded: Decoded, parents: list[torch.Tensor], batches: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The encoder's latents ``(B', latent)`` of ``decoded``'s atoms pooled through its tree
+    (``parents``, ``batches``: :func:`decoded_tree`; no gradient), and the structures
+    ``(B',)`` they belong to (those decoded to at least one atom)."""
+    with torch.no_grad():
+        return encoder(decoded.species, _tree_hierarchy(decoded.pos, parents, batches)), batches[-1]
+
+
 def _residual(encoder: Encoder, latent: torch.Tensor, decoded: Decoded, parents: list[torch.Tensor], batches: list[torch.Tensor]) -> torch.Tensor:
     """:func:`latent_residual` with the decoding's tree already at hand."""
     residual = latent.new_full((decoded.num_structures,), float("inf"))  # (B,)
     if decoded.pos.shape[0]:
-        with torch.no_grad():
-            encoded = encoder(decoded.species, _tree_hierarchy(decoded.pos, parents, batches))  # (B', latent)
-        residual[batches[-1]] = (encoded - latent[batches[-1]]).pow(2).sum(dim=1)
+        encoded, roots = _encoded(encoder, decoded, parents, batches)  # (B', latent), (B',)
+        residual[roots] = (encoded - latent[roots]).pow(2).sum(dim=1)
     return residual
 
 

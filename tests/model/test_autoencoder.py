@@ -273,11 +273,11 @@ def test_encoder_reads_species_as_indices_or_as_weights():
 
 @pytest.mark.skipif(importlib.util.find_spec("qm9pack") is None, reason='needs qm9pack (pip install "geoae[qm9]")')
 @pytest.mark.parametrize(
-    "candidates, screen_steps, rounds",
-    [(1, 50, 0), (3, 50, 0), (3, 4, 0), (1, 50, 1)],
-    ids=["one", "all-refined", "screened", "round"],
+    "candidates, screen_steps, rounds, feedback_rounds",
+    [(1, 50, 0, 0), (3, 50, 0, 0), (3, 4, 0, 0), (1, 50, 1, 0), (1, 50, 0, 1)],
+    ids=["one", "all-refined", "screened", "round", "feedback-round"],
 )
-def test_shipped_qm9_refined_round_trip_is_equivariant_as_point_sets(candidates, screen_steps, rounds):
+def test_shipped_qm9_refined_round_trip_is_equivariant_as_point_sets(candidates, screen_steps, rounds, feedback_rounds):
     """Refined decoding (positions and species; with candidates, the one of smallest residual,
     every candidate refined fully or screened first; with a round, the atoms decoded again from
     the refined tree) keeps decode(encode(R x + t)) = R decode(encode(x))."""
@@ -286,7 +286,7 @@ def test_shipped_qm9_refined_round_trip_is_equivariant_as_point_sets(candidates,
         q = torch.tensor([0.2, 0.9, -0.3, 0.1], dtype=torch.float64)
         matrix = -o3.quaternion_to_matrix(q / q.norm())
     structures = qm9_test_molecules(16)
-    options = dict(refine_steps=10, candidates=candidates, screen_steps=screen_steps, rounds=rounds)
+    options = dict(refine_steps=10, candidates=candidates, screen_steps=screen_steps, rounds=rounds, feedback_rounds=feedback_rounds)
     first, second = moved_round_trips(model, structures, matrix, [0.5, 1.0, -1.5], **options)
     plain = model.decode(model.encode(structures))
     decoded = model.decode(model.encode(structures), **options)

@@ -9,7 +9,16 @@ from torch_geometric.data import Batch
 
 from geoae.data import tetris
 from geoae.metrics import matched_rmsd
-from geoae.model import Autoencoder, Decoded, decoded_hierarchy, decoded_tree, latent_residual, load, refine_decoding
+from geoae.model import (
+    Autoencoder,
+    Decoded,
+    decoded_hierarchy,
+    decoded_tree,
+    feedback_latent,
+    latent_residual,
+    load,
+    refine_decoding,
+)
 from tests.utils.equivariance import assert_equivariant_both_dtypes
 from tests.utils.model import SMALL
 
@@ -111,6 +120,25 @@ def test_residual_is_infinite_for_a_structure_decoded_to_no_atom():
         latent = torch.cat([model.encode(batch), torch.zeros(1, model.latent_irreps.dim, dtype=torch.float64)])
     residual = latent_residual(model.encoder, latent, two)
     assert float(residual[0]) < 1e-20 and residual[1] == float("inf")
+
+
+def test_feedback_latent_adds_what_the_decoding_misses_of_the_latent():
+    """The latent itself for the true atoms and for a structure decoded to no atom; else the
+    latent plus ``gain`` times its difference from the decoding's encoding, whose squared norm
+    is the residual."""
+    model = Autoencoder(**SMALL).double()
+    batch = Batch.from_data_list(tetris(dtype=torch.float64)[:3])
+    truth = true_decoding(model, batch)
+    with torch.no_grad():
+        latent = model.encode(batch)
+    torch.testing.assert_close(feedback_latent(model.encoder, latent, truth, 5.0), latent, atol=1e-12, rtol=0)
+    noise = 0.1 * torch.randn(truth.pos.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    moved = dataclasses.replace(truth, pos=truth.pos + noise, num_structures=4)  # structure 3: no atom
+    latent = torch.cat([latent, torch.ones(1, latent.shape[1], dtype=torch.float64)])
+    once, twice = (feedback_latent(model.encoder, latent, moved, gain) for gain in (1.0, 2.0))
+    torch.testing.assert_close(twice - latent, 2 * (once - latent))
+    torch.testing.assert_close((once - latent).pow(2).sum(dim=1)[:3], latent_residual(model.encoder, latent, moved)[:3])
+    assert ((once - latent)[:3].norm(dim=1) > 1e-3).all() and torch.equal(once[3], latent[3])
 
 
 def test_refined_decoding_of_shipped_tetris_is_closer():

@@ -10,6 +10,7 @@ from geoae.model import (
     Decoded,
     decoded_hierarchy,
     decoded_tree,
+    feedback_latent,
     latent_residual,
     load,
     regroup_structures,
@@ -128,11 +129,28 @@ def test_rounds_decode_the_atoms_again_from_the_refined_tree_and_keep_the_smalle
     torch.testing.assert_close(chosen.pos, expected.pos)
 
 
-@pytest.mark.parametrize("rounds, steps", [(-1, 5), (1, 0)])
-def test_rounds_need_refinement(qm9_candidates, rounds, steps):
+def test_feedback_rounds_decode_the_atoms_from_the_latent_plus_what_the_decoding_misses(qm9_candidates):
     model, latent, _ = qm9_candidates
-    with pytest.raises(ValueError, match="rounds must be 0, or more with refine_steps > 0"):
-        model.decode_tensors(latent, refine_steps=steps, rounds=rounds)
+    with torch.no_grad():
+        first = model.decode_tensors(latent, refine_steps=5)
+        hierarchy = decoded_hierarchy(first)
+        again = model.refine(latent, model.decoder(feedback_latent(model.encoder, latent, first, 1.0), hierarchy=hierarchy), steps=5)
+        plain = model.refine(latent, model.decoder(latent, hierarchy=hierarchy), steps=5)
+        chosen = model.decode_tensors(latent, refine_steps=5, feedback_rounds=1, feedback=1.0, settled=0.0)
+    assert (again.residual != plain.residual).any()  # the decoder read something else than in a plain round
+    assert (again.residual < first.residual).any()  # and it won somewhere: the choice is not trivial
+    expected = select_structures([first, again], (again.residual < first.residual).long())
+    torch.testing.assert_close(chosen.residual, torch.minimum(first.residual, again.residual))
+    assert torch.equal(chosen.batch, expected.batch) and torch.equal(chosen.species, expected.species)
+    torch.testing.assert_close(chosen.pos, expected.pos)
+
+
+@pytest.mark.parametrize("name", ["rounds", "feedback_rounds"])
+@pytest.mark.parametrize("value, steps", [(-1, 5), (1, 0)])
+def test_rounds_need_refinement(qm9_candidates, name, value, steps):
+    model, latent, _ = qm9_candidates
+    with pytest.raises(ValueError, match=f"{name} must be 0, or more with refine_steps > 0"):
+        model.decode_tensors(latent, refine_steps=steps, **{name: value})
 
 
 @pytest.fixture(scope="module")
