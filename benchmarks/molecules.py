@@ -11,13 +11,15 @@ parameters), the encoder network, and the decoder split into its networks and
 peak finding (``geoae.sphere.find_peaks`` or ``find_counted_peaks``); with ``--refine-steps``,
 decoding refined through the encoder (``Autoencoder.refine``; of ``--candidates`` decodings
 each, screened ``--screen-steps`` steps, then ``--rounds`` re-decodings of the molecules whose
-residual is above ``--settled``) beside plain decoding. Peak memory is the process's
+residual is above ``--settled`` and ``--feedback-rounds`` more, the decoder reading the latent
+plus ``--feedback`` times what the decoding misses) beside plain decoding. Peak memory is the process's
 resident-set high-water mark (CPU) or ``torch.cuda.max_memory_allocated`` (GPU) after each
 phase.
 
     python benchmarks/molecules.py [--checkpoint qm9] [--batch-sizes 32 128 512] [--molecules 512]
                                    [--repeats 3] [--threads 1] [--device cpu] [--child-count RULE] [--profile]
                                    [--refine-steps K] [--candidates C] [--screen-steps S] [--rounds R] [--settled T]
+                                   [--feedback-rounds F] [--feedback G]
 
 Bars (issue 5, this machine's CPU, shipped model): encoding >= 1,000 molecules/s, decoding >=
 200 molecules/s.
@@ -141,6 +143,8 @@ def main() -> None:
     parser.add_argument("--screen-steps", type=int, default=50, help="with --candidates: steps refining each candidate before the choice")
     parser.add_argument("--rounds", type=int, default=0, help="with --refine-steps: re-decodings of the atoms from the refined upper levels, each refined")
     parser.add_argument("--settled", type=float, default=1e-3, help="with --rounds: molecules whose residual is this or less skip the rounds")
+    parser.add_argument("--feedback-rounds", type=int, default=0, help="with --refine-steps: rounds more whose decoder reads the latent plus --feedback times what the decoding misses")
+    parser.add_argument("--feedback", type=float, default=2.0, help="with --feedback-rounds: the gain on what the decoding misses of the latent")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -221,17 +225,21 @@ def main() -> None:
         latent, count = latents[0], latents[0].shape[0]
         with torch.no_grad():
             plain_s = timed(lambda: model.decode_tensors(latent), device, args.repeats)
-            refined_s = timed(lambda: model.decode_tensors(latent, args.refine_steps, args.candidates, args.screen_steps, args.rounds, args.settled), device, args.repeats)
+            options = dict(
+                refine_steps=args.refine_steps, candidates=args.candidates, screen_steps=args.screen_steps, rounds=args.rounds,
+                settled=args.settled, feedback_rounds=args.feedback_rounds, feedback=args.feedback,
+            )
+            refined_s = timed(lambda: model.decode_tensors(latent, **options), device, args.repeats)
         if args.candidates == 1:
             steps = args.refine_steps
         elif args.screen_steps < args.refine_steps:  # every candidate screened, the chosen one refined
             steps = args.candidates * args.screen_steps + args.refine_steps
         else:  # every candidate refined fully
             steps = args.candidates * args.refine_steps
-        steps += args.rounds * args.refine_steps  # at most: settled molecules skip the rounds
+        steps += (args.rounds + args.feedback_rounds) * args.refine_steps  # at most: settled molecules skip the rounds
         where += (
             f"\n- refined decoding ({args.refine_steps} steps, {args.candidates} candidates screened {args.screen_steps}, "
-            f"{args.rounds} rounds, settled {args.settled:g}), "
+            f"{args.rounds} rounds and {args.feedback_rounds} with feedback {args.feedback:g}, settled {args.settled:g}), "
             f"{count} molecules: {count / refined_s:.2f} mol/s beside {count / plain_s:.0f} plain ({refined_s / plain_s:.0f}x the time; "
             f"{1e3 * (refined_s - plain_s) / count / steps:.3f} ms per molecule per step, at most {steps} steps)"
         )

@@ -79,6 +79,8 @@ def reconstruct_molecules(
     screen_steps: int = 50,
     rounds: int = 0,
     settled: float = 1e-3,
+    feedback_rounds: int = 0,
+    feedback: float = 2.0,
 ) -> tuple[ReconstructionErrors, list[tuple[ase.Atoms, ase.Atoms]]]:
     """Decode every structure of ``data`` free-running from its latent alone
     (``decode(encode(x))``, batched, no gradient) and compare it with the input.
@@ -99,6 +101,8 @@ def reconstruct_molecules(
         rounds: with ``refine_steps``, then decode the atoms again from the refined upper
             levels and refine them, so many times, keeping the smaller residual, except for
             structures whose residual is ``settled`` or less (:meth:`Autoencoder.decode_tensors`).
+        feedback_rounds, feedback: then so many rounds more, the decoder reading the latent plus
+            ``feedback`` times what the decoding misses of it (:func:`geoae.model.feedback_latent`).
 
     Returns:
         The records of all ``B`` structures, in order (:class:`geoae.metrics.ReconstructionErrors`),
@@ -110,7 +114,10 @@ def reconstruct_molecules(
     parts, examples = [], []
     with tqdm(total=_num_structures(data), unit="structure", desc="reconstructing", disable=not progress) as bar:
         for batch in _batches(model, data, batch_size):
-            decoded = model.decode_tensors(model.encode(batch), refine_steps, candidates, screen_steps, rounds, settled)
+            decoded = model.decode_tensors(
+                model.encode(batch), refine_steps=refine_steps, candidates=candidates, screen_steps=screen_steps,
+                rounds=rounds, settled=settled, feedback_rounds=feedback_rounds, feedback=feedback,
+            )
             parts.append(
                 reconstruction_errors(decoded, batch, model._species_index[batch.z],
                                       atomic_numbers=model.species if bonds else None, rmsd_threshold=rmsd_threshold)
@@ -193,6 +200,8 @@ def evaluate_molecules(
     screen_steps: int = 50,
     rounds: int = 0,
     settled: float = 1e-3,
+    feedback_rounds: int = 0,
+    feedback: float = 2.0,
     residual_threshold: float = 0.05,
 ) -> dict:
     """Reconstruct every molecule of ``data`` (default: the ``split`` of ``datamodule``, a key
@@ -214,7 +223,9 @@ def evaluate_molecules(
     ``refine_steps``: refine each decoding (:meth:`Autoencoder.refine`; 0: none), choosing
     among ``candidates`` decodings by residual after ``screen_steps`` steps, then
     ``rounds`` times decoding the atoms again from the refined upper levels, for the molecules
-    whose residual is above ``settled`` (:meth:`Autoencoder.decode_tensors`); refined
+    whose residual is above ``settled``, and ``feedback_rounds`` rounds more with the decoder
+    reading the latent plus ``feedback`` times what the decoding misses of it
+    (:meth:`Autoencoder.decode_tensors`); refined
     decodings carry their residuals into the records, and the summary says how well
     ``residual <= residual_threshold`` flags the exact ones (under ``"residual"``). The first
     ``diagnose`` molecules are also decoded teacher forced, each level judged on its
@@ -234,6 +245,7 @@ def evaluate_molecules(
         model, data, batch_size=batch_size, rmsd_threshold=rmsd_threshold, bonds=True,
         num_examples=num_examples if output_dir is not None else 0, progress=progress, refine_steps=refine_steps,
         candidates=candidates, screen_steps=screen_steps, rounds=rounds, settled=settled,
+        feedback_rounds=feedback_rounds, feedback=feedback,
     )
     summary = reconstruction_summary(errors, residual_threshold)
     if diagnose:

@@ -61,12 +61,9 @@ def _fake_decoder(monkeypatch, model, shift=0.0, residual=None):
         seen["batch"] = batch
         return torch.zeros(batch.num_graphs, model.latent_irreps.dim)
 
-    def decode_tensors(latent, refine_steps=0, candidates=1, screen_steps=50, rounds=0, settled=1e-3):
-        seen.setdefault("refine_steps", []).append(refine_steps)
-        seen.setdefault("candidates", []).append(candidates)
-        seen.setdefault("screen_steps", []).append(screen_steps)
-        seen.setdefault("rounds", []).append(rounds)
-        seen.setdefault("settled", []).append(settled)
+    def decode_tensors(latent, **options):
+        for name, value in options.items():
+            seen.setdefault(name, []).append(value)
         batch = seen["batch"]
         mean = scatter(batch.pos, batch.batch, dim=0, reduce="mean")
         pos = batch.pos - mean[batch.batch] + torch.tensor([shift, 0.0, 0.0], dtype=batch.pos.dtype)
@@ -194,14 +191,12 @@ def test_level_errors_count_species_per_element_and_per_structure(molecules, mon
     assert all(r == 1.0 for z, r in report["species_recall"].items() if z != z0 and r is not None)
 
 
-def test_refine_steps_candidates_and_rounds_reach_every_decoding(model, molecules, monkeypatch):
+def test_every_refinement_option_reaches_every_decoding(model, molecules, monkeypatch):
     seen = _fake_decoder(monkeypatch, model)
-    evaluate_molecules(
-        model, molecules, batch_size=2, progress=False, diagnose=0, refine_steps=7, candidates=3, screen_steps=4, rounds=2, settled=0.02
-    )
-    assert seen["refine_steps"] == [7, 7, 7]  # 5 molecules, batches of 2
-    assert seen["candidates"] == [3, 3, 3] and seen["screen_steps"] == [4, 4, 4] and seen["rounds"] == [2, 2, 2]
-    assert seen["settled"] == [0.02, 0.02, 0.02]
+    options = dict(refine_steps=7, candidates=3, screen_steps=4, rounds=2, settled=0.02, feedback_rounds=1, feedback=0.5)
+    evaluate_molecules(model, molecules, batch_size=2, progress=False, diagnose=0, **options)
+    for name, value in options.items():
+        assert seen[name] == [value] * 3, name  # 5 molecules, batches of 2
 
 
 def test_refined_decodings_write_their_residuals_and_how_well_they_flag_exact_ones(model, molecules, monkeypatch, tmp_path):
