@@ -76,8 +76,6 @@ def feedback_latent(encoder: Encoder, latent: torch.Tensor, decoded: Decoded, ga
     ``feedback_rounds``). Equivariant like the latent; ``latent`` for a right decoding.
     """
     guide = latent.clone()  # (B, latent)
-    if decoded.pos.shape[0] == 0:
-        return guide
     encoded, roots = _encoded(encoder, decoded, *decoded_tree(decoded))  # (B', latent), (B',)
     guide[roots] += gain * (latent[roots] - encoded)
     return guide
@@ -86,7 +84,7 @@ def feedback_latent(encoder: Encoder, latent: torch.Tensor, decoded: Decoded, ga
 def _encoded(encoder: Encoder, decoded: Decoded, parents: list[torch.Tensor], batches: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """The encoder's latents ``(B', latent)`` of ``decoded``'s atoms pooled through its tree
     (``parents``, ``batches``: :func:`decoded_tree`; no gradient), and the structures
-    ``(B',)`` they belong to (those decoded to at least one atom)."""
+    ``(B',)`` they belong to (those decoded to at least one atom; none when no atom was)."""
     with torch.no_grad():
         return encoder(decoded.species, _tree_hierarchy(decoded.pos, parents, batches)), batches[-1]
 
@@ -94,9 +92,8 @@ def _encoded(encoder: Encoder, decoded: Decoded, parents: list[torch.Tensor], ba
 def _residual(encoder: Encoder, latent: torch.Tensor, decoded: Decoded, parents: list[torch.Tensor], batches: list[torch.Tensor]) -> torch.Tensor:
     """:func:`latent_residual` with the decoding's tree already at hand."""
     residual = latent.new_full((decoded.num_structures,), float("inf"))  # (B,)
-    if decoded.pos.shape[0]:
-        encoded, roots = _encoded(encoder, decoded, parents, batches)  # (B', latent), (B',)
-        residual[roots] = (encoded - latent[roots]).pow(2).sum(dim=1)
+    encoded, roots = _encoded(encoder, decoded, parents, batches)  # (B', latent), (B',)
+    residual[roots] = (encoded - latent[roots]).pow(2).sum(dim=1)
     return residual
 
 
@@ -142,8 +139,6 @@ def refine_decoding(
         encoder: the autoencoder's encoder (its parameters get no gradient).
         latent: ``(B, irreps_latent.dim)``; decoded: its free-running decoding.
     """
-    if decoded.pos.shape[0] == 0:
-        return dataclasses.replace(decoded, residual=latent_residual(encoder, latent, decoded))
     parents, batches = decoded_tree(decoded)
     target = latent.detach()[batches[-1]]  # (B', latent): structures decoded to no atom have no root
     relax = species_lr > 0 and decoded.species_logits is not None

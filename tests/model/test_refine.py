@@ -112,6 +112,7 @@ def test_refining_moves_perturbed_tetris_back_with_the_shipped_model():
 
 
 def test_residual_is_infinite_for_a_structure_decoded_to_no_atom():
+    """One structure of two decoded to no atom, then both."""
     model = Autoencoder(**SMALL).double()
     batch = Batch.from_data_list(tetris(dtype=torch.float64)[:1])
     first = true_decoding(model, batch)
@@ -120,6 +121,12 @@ def test_residual_is_infinite_for_a_structure_decoded_to_no_atom():
         latent = torch.cat([model.encode(batch), torch.zeros(1, model.latent_irreps.dim, dtype=torch.float64)])
     residual = latent_residual(model.encoder, latent, two)
     assert float(residual[0]) < 1e-20 and residual[1] == float("inf")
+    levels = tuple((pos[:0], level_batch[:0]) for pos, level_batch in first.levels)
+    none = Decoded(first.pos[:0], first.species[:0], first.batch[:0], 2, levels, tuple(p[:0] for p in first.parents))
+    infinite = torch.full((2,), float("inf"), dtype=torch.float64)
+    assert torch.equal(latent_residual(model.encoder, latent, none), infinite)
+    assert torch.equal(refine_decoding(model.encoder, latent, none, steps=2, lr=0.01).residual, infinite)
+    assert torch.equal(feedback_latent(model.encoder, latent, none, 2.0), latent)
 
 
 def test_feedback_latent_adds_what_the_decoding_misses_of_the_latent():
