@@ -280,7 +280,8 @@ def test_encoder_reads_species_as_indices_or_as_weights():
 def test_shipped_qm9_refined_round_trip_is_equivariant_as_point_sets(candidates, screen_steps, rounds, feedback_rounds):
     """Refined decoding (positions and species; with candidates, the one of smallest residual,
     every candidate refined fully or screened first; with a round, the atoms decoded again from
-    the refined tree) keeps decode(encode(R x + t)) = R decode(encode(x))."""
+    the refined tree; with a feedback round, decoded again reading the feedback latent) keeps
+    decode(encode(R x + t)) = R decode(encode(x))."""
     with default_dtype(torch.float64):
         model = load("qm9")
         q = torch.tensor([0.2, 0.9, -0.3, 0.1], dtype=torch.float64)
